@@ -1,0 +1,28 @@
+"""sitebus: one process bus for a Python web site.
+
+A ``Bus`` is a state machine whose transitions are published on named
+channels; site-wide services are ``Plugin`` objects subscribed to it. ``bus``
+is a default instance for the convention of one bus per process: nothing is
+subscribed to it at import, and nothing forces its use.
+"""
+
+from .bus import Bus, ListenerTiming, State
+from .errors import ChannelFailures, SitebusError, StartError, StateError
+from .plugin import Plugin, priority
+
+__all__ = [
+    "Bus",
+    "ChannelFailures",
+    "ListenerTiming",
+    "Plugin",
+    "SitebusError",
+    "StartError",
+    "State",
+    "StateError",
+    "bus",
+    "priority",
+]
+
+__version__ = "0.1.0"
+
+bus = Bus()

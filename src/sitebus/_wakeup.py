@@ -1,0 +1,46 @@
+"""A self-pipe that lets a signal handler wake the main thread without a lock.
+
+A Python signal handler runs in the main thread between bytecodes, possibly in
+the middle of code that holds one of the bus's locks; taking any lock or
+waiting on an Event there can deadlock. Writing one byte to a non-blocking pipe
+cannot: a full pipe means a wake-up is already pending, so the write is dropped
+and requests coalesce. ``block()`` sleeps in ``select`` on the read end, which
+the kernel wakes at once, so there is no polling interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+
+
+class Wakeup:
+    """The two ends of a non-blocking, non-inheritable pipe."""
+
+    def __init__(self) -> None:
+        self._read_fd, self.write_fd = os.pipe()
+        for fd in (self._read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+
+    def ping(self) -> None:
+        """Wake the waiter; safe in a signal handler and from any thread."""
+        # Full: a wake-up is already pending, so this one coalesces.
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, b"\0")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until pinged (or ``timeout`` seconds), then drain the pipe."""
+        select.select([self._read_fd], [], [], timeout)
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def __del__(self) -> None:
+        # Closed on collection, not by an explicit close(): a thread that read
+        # the reference just before the owner dropped it may still ping, and
+        # must never write into a descriptor number reused by another file.
+        os.close(self._read_fd)
+        os.close(self.write_fd)

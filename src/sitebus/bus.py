@@ -1,0 +1,535 @@
+"""The site bus: one state machine per process, its transitions published on channels.
+
+States and transitions::
+
+    STOPPED --start()--> STARTING --(all start listeners ran)--> STARTED
+       ^                    |                                       |
+       |                    | a start listener failed:              | stop()
+       |                    v roll back                             v
+       +----------------- STOPPING <--------------------------------+
+
+    any state --exit()--> (stop first if STARTED) --> EXITING   (final)
+
+Every transition is published on the ``state`` channel; ``start``, ``stop``,
+``graceful`` and ``exit`` are published by the transitions of those names.
+
+The three ways to run a site all drive this one object:
+
+1. From the command line, ``sitebus run site.toml`` builds the bus, subscribes
+   the configured plugins, calls ``start()`` and then ``block()`` in the main
+   thread, where signals, exit and re-exec are carried out.
+2. Inside a host process (mod_wsgi, gunicorn) the bus is started on first use
+   and stopped at interpreter exit; nobody calls ``block()``, so signals,
+   autoreload and re-exec stay off: the host owns them.
+3. A framework or a test builds a ``Bus``, subscribes plugins and uses
+   ``start()``/``stop()``, ``with bus.running():`` or ``block()`` directly.
+
+Ordering rule: listeners run by ascending priority (default 50), ties in
+subscription order; the teardown channels ``stop`` and ``exit`` run in exactly
+the reverse order, ties included, so whatever starts first stops last.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any, NamedTuple, TypeVar, overload
+
+from ._calls import ListenerTiming, call_each, call_each_with_deadline
+from ._wakeup import Wakeup
+from .errors import ChannelFailures, StartError, StateError, describe, listener_name
+
+__all__ = ["DEFAULT_PRIORITY", "TEARDOWN_CHANNELS", "Bus", "ListenerTiming", "State"]
+
+DEFAULT_PRIORITY = 50
+TEARDOWN_CHANNELS = frozenset({"stop", "exit"})
+C = TypeVar("C", bound=Callable[..., Any])
+
+# Signals held back across a re-exec: a signal that lands while the new image
+# boots would otherwise meet the default action (death) before any handler is
+# installed. They stay pending and are delivered once block() runs again.
+_HELD_SIGNALS = frozenset(
+    {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
+)
+_HELD_SIGNALS_ENV = "SITEBUS_HELD_SIGNALS"
+
+
+class State(Enum):
+    """The states of a bus; see the module docstring for the transitions."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPING = "stopping"
+    EXITING = "exiting"
+
+
+class _Entry(NamedTuple):
+    priority: int
+    order: int
+    callback: Callable[..., Any]
+
+
+class _ForcedExit(BaseException):
+    """A second exit request while the first is still stopping the site."""
+
+
+class Bus:
+    """Publish/subscribe channels and the site's lifecycle state machine.
+
+    ``listener_timeout`` bounds each stop and exit listener (seconds, None for
+    no bound): one that overruns is named in the log and left behind, so a
+    wedged plugin cannot keep the site from stopping. Those listeners then run
+    in a helper thread. ``thread_join_timeout`` bounds how long ``block()``
+    waits, in all, for the threads registered with ``register_thread``.
+    ``logger`` receives everything published on ``log``; None turns that off.
+    """
+
+    def __init__(
+        self,
+        *,
+        listener_timeout: float | None = 60.0,
+        thread_join_timeout: float = 10.0,
+        logger: logging.Logger | None = logging.getLogger("sitebus"),  # noqa: B008  # a shared stdlib logger is the default on purpose
+    ) -> None:
+        self.listener_timeout = listener_timeout
+        self.thread_join_timeout = thread_join_timeout
+        self.logger = logger
+        self.timings: dict[str, tuple[ListenerTiming, ...]] = {}
+        # Copy on write: publish reads these without a lock; writers replace them.
+        self._callbacks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._entries: dict[str, tuple[_Entry, ...]] = {}
+        self._subscription_lock = threading.Lock()
+        self._order = itertools.count()
+        self._transition_lock = threading.RLock()
+        self._state_changed = threading.Condition(threading.Lock())
+        self._state = State.STOPPED
+        self._history: collections.deque[tuple[int, State]] = collections.deque(maxlen=64)
+        self._generation = 0
+        self._status = 0
+        self._exited = False
+        self._threads: list[threading.Thread] = []
+        # Requests from signal handlers: plain attribute writes, never a lock.
+        self._exit_request: int | None = None
+        self._restart_request = False
+        self._graceful_request = False
+        self._wakeup: Wakeup | None = None
+        self._blocking = False
+        self._exiting_in_block = False
+
+    def __repr__(self) -> str:
+        return f"<Bus state={self._state.value}>"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def restarting(self) -> bool:
+        """True once a restart is under way: stop listeners keep what must survive exec."""
+        return self._restart_request and self._exiting_in_block
+
+    # -- channels -----------------------------------------------------------
+
+    @overload
+    def subscribe(self, channel: str, callback: C, priority: int | None = None) -> C: ...
+    @overload
+    def subscribe(self, channel: str, *, priority: int | None = None) -> Callable[[C], C]: ...
+
+    def subscribe(
+        self, channel: str, callback: C | None = None, priority: int | None = None
+    ) -> C | Callable[[C], C]:
+        """Call ``callback`` on every publish to ``channel``; usable as a decorator.
+
+        ``priority`` defaults to the callback's ``priority`` attribute (set by
+        ``@priority``), else 50. Subscribing a callback again moves it to the
+        new priority, last among its ties.
+        """
+        if callback is None:
+            return lambda fn: self.subscribe(channel, fn, priority)
+        if priority is None:
+            priority = getattr(callback, "priority", DEFAULT_PRIORITY)
+        with self._subscription_lock:
+            entries = [e for e in self._entries.get(channel, ()) if e.callback != callback]
+            entries.append(_Entry(priority, next(self._order), callback))
+            self._install(channel, entries)
+        return callback
+
+    def unsubscribe(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Stop calling ``callback`` on ``channel``; doing nothing if it was not subscribed."""
+        with self._subscription_lock:
+            entries = self._entries.get(channel, ())
+            kept = [e for e in entries if e.callback != callback]
+            if len(kept) != len(entries):
+                self._install(channel, kept)
+
+    def _install(self, channel: str, entries: list[_Entry]) -> None:
+        if not entries:
+            self._callbacks.pop(channel, None)
+            self._entries.pop(channel, None)
+            return
+        entries.sort()
+        callbacks = [e.callback for e in entries]
+        if channel in TEARDOWN_CHANNELS:
+            callbacks.reverse()
+        self._entries[channel] = tuple(entries)
+        self._callbacks[channel] = tuple(callbacks)
+
+    def listeners(self, channel: str) -> tuple[Callable[..., Any], ...]:
+        """The callbacks of ``channel`` in the order ``publish`` calls them."""
+        return self._callbacks.get(channel, ())
+
+    def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call every listener of ``channel``; return their results in call order.
+
+        Every listener runs even when some raise; then one ``ChannelFailures``
+        carries all the exceptions. ``KeyboardInterrupt``, ``SystemExit`` and
+        other non-``Exception`` errors propagate at once.
+        """
+        callbacks = self._callbacks.get(channel)
+        if not callbacks:
+            return []
+        results: list[Any] = []
+        append = results.append
+        try:
+            for callback in callbacks:
+                append(callback(*args, **kwargs))
+        except Exception as exc:
+            self._publish_rest(channel, callbacks, results, exc, args, kwargs)
+        return results
+
+    def _publish_rest(
+        self,
+        channel: str,
+        callbacks: tuple[Callable[..., Any], ...],
+        results: list[Any],
+        first: Exception,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """The slow path of publish, entered at the first failure."""
+        failed = len(results)
+        failures = [(callbacks[failed], first)]
+        results.append(None)
+        for callback in callbacks[failed + 1 :]:
+            try:
+                results.append(callback(*args, **kwargs))
+            except Exception as exc:
+                failures.append((callback, exc))
+                results.append(None)
+        for callback, error in failures:
+            error.add_note(f"raised by listener {listener_name(callback)} on channel {channel!r}")
+        raise ChannelFailures(channel, failures)
+
+    def log(
+        self, message: str, level: int = logging.INFO, exc_info: bool | BaseException = False
+    ) -> None:
+        """Publish ``message`` on ``log`` as (message, level, exception or None).
+
+        It also goes to ``self.logger`` (the stdlib logger ``sitebus``) unless
+        that is set to None.
+        """
+        exc = sys.exception() if exc_info is True else (exc_info or None)
+        if self.logger is not None:
+            self.logger.log(level, message, exc_info=exc, stacklevel=2)
+        if "log" in self._callbacks:
+            try:
+                self.publish("log", message, level, exc)
+            except ChannelFailures as failures:
+                if self.logger is not None:  # not self.log: a broken log listener must not recurse
+                    self.logger.error("%s", failures)
+
+    # -- transitions --------------------------------------------------------
+
+    def start(self) -> None:
+        """STOPPED → STARTING → STARTED; does nothing if already started.
+
+        Start listeners run in order until one fails; then the bus logs which
+        one and why, runs every stop listener (a stop listener must be safe to
+        call when its start never ran), returns to STOPPED and raises
+        ``StartError``.
+        """
+        with self._transition_lock:
+            if self._state is State.STARTED:
+                return
+            if self._state is not State.STOPPED:
+                raise StateError(f"cannot start: the bus is {self._state.value}")
+            self._set_state(State.STARTING)
+            self.log("Bus starting")
+            try:
+                timings, failures = call_each(
+                    "start", self._callbacks.get("start", ()), stop_at_first_error=True
+                )
+            except BaseException:  # Ctrl-C or SystemExit mid-start: tear down, then let it go
+                self._stop_locked()
+                raise
+            self.timings["start"] = tuple(timings)
+            if failures:
+                callback, exc = failures[0]
+                name = listener_name(callback)
+                self.log(f"Start failed in {name}: {describe(exc)}; rolling back", logging.ERROR)
+                self.log(f"Traceback of the start failure in {name}:", logging.DEBUG, exc)
+                self._stop_locked()
+                raise StartError(name, exc) from exc
+            self._set_state(State.STARTED)
+            self.log("Bus started")
+
+    def stop(self) -> None:
+        """STARTED → STOPPING → STOPPED; does nothing if stopped or exiting.
+
+        Every stop listener runs, in reverse start order, even when some fail;
+        the bus is STOPPED afterwards and then raises one ``ChannelFailures``.
+        """
+        with self._transition_lock:
+            if self._state in (State.STOPPED, State.EXITING):
+                return
+            if self._state is not State.STARTED:
+                raise StateError(f"cannot stop: the bus is {self._state.value}")
+            failures = self._stop_locked()
+        if failures:
+            raise ChannelFailures("stop", failures)
+
+    def _stop_locked(self) -> list[tuple[Callable[..., Any], Exception]]:
+        self._set_state(State.STOPPING)
+        self.log("Bus stopping")
+        failures = self._teardown("stop")
+        self._set_state(State.STOPPED)
+        self.log("Bus stopped")
+        return failures
+
+    def graceful(self) -> None:
+        """Publish ``graceful`` (reload config, reopen logs) while STARTED; else nothing."""
+        with self._transition_lock:
+            if self._state is not State.STARTED:
+                self.log(f"Graceful ignored: the bus is {self._state.value}", logging.DEBUG)
+                return
+            self.log("Bus graceful")
+            self.publish("graceful")
+
+    def exit(self, status: int = 0) -> None:
+        """Stop if needed, enter EXITING, publish ``exit`` and wake ``block()``.
+
+        Runs once: later calls do nothing. Failed or overrunning stop and exit
+        listeners are logged and turn a zero ``status`` into 1. From inside a
+        listener use ``request_exit()``, which ``block()`` carries out.
+        """
+        with self._transition_lock:
+            if self._state is State.EXITING:
+                return
+            if self._state in (State.STARTING, State.STOPPING):
+                raise StateError(f"cannot exit: the bus is {self._state.value}")
+            self._status = status
+            failures = self._stop_locked() if self._state is State.STARTED else []
+            self._set_state(State.EXITING)
+            self.log("Bus exiting")
+            failures += self._teardown("exit")
+            if failures and self._status == 0:
+                self._status = 1
+            self._exited = True
+        self._wake()
+
+    def _teardown(self, channel: str) -> list[tuple[Callable[..., Any], Exception]]:
+        callbacks = self._callbacks.get(channel, ())
+        if self.listener_timeout is None:
+            timings, failures = call_each(channel, callbacks, stop_at_first_error=False)
+        else:
+            in_main = threading.current_thread() is threading.main_thread()
+            wakeup = self._wakeup if in_main else None
+            timings, failures = call_each_with_deadline(
+                channel, callbacks, self.listener_timeout, wakeup
+            )
+        self.timings[channel] = tuple(timings)
+        for callback, exc in failures:
+            name = listener_name(callback)
+            self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", logging.ERROR)
+            if not isinstance(exc, TimeoutError):
+                self.log(f"Traceback of the failure in {name}:", logging.DEBUG, exc)
+        return failures
+
+    def _set_state(self, state: State) -> None:
+        with self._state_changed:
+            self._state = state
+            self._generation += 1
+            self._history.append((self._generation, state))
+            self._state_changed.notify_all()
+        try:
+            self.publish("state", state)
+        except ChannelFailures as failures:
+            self.log(str(failures), logging.ERROR)
+
+    @contextmanager
+    def running(self) -> Iterator[Bus]:
+        """Start the bus for the ``with`` block and always stop it afterwards."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def wait(self, states: State | Iterable[State], timeout: float | None = None) -> bool:
+        """Wait until the bus enters one of ``states``; False if ``timeout`` passed first.
+
+        Returns at once if the bus is already in one. Wakes on the transition
+        itself, and sees a state the bus passed through even if it has already
+        left it by the time this thread runs.
+        """
+        wanted = {states} if isinstance(states, State) else set(states)
+        with self._state_changed:
+            since = self._generation
+
+            def reached() -> bool:
+                return self._state in wanted or any(
+                    gen > since and state in wanted for gen, state in self._history
+                )
+
+            return self._state_changed.wait_for(reached, timeout)
+
+    # -- requests: safe from signal handlers --------------------------------
+
+    def request_exit(self, status: int = 0) -> None:
+        """Ask ``block()`` to exit. Safe in a signal handler: no lock, no waiting.
+
+        Asking again while ``block()`` is already stopping the site, from the
+        main thread (a second SIGTERM or Ctrl-C), makes it give up on the
+        remaining listeners and return at once.
+        """
+        if self._exiting_in_block and threading.current_thread() is threading.main_thread():
+            raise _ForcedExit
+        if self._exit_request is None:
+            self._exit_request = status
+        self._wake()
+
+    def request_restart(self) -> None:
+        """Ask ``block()`` to stop and re-execute the process; signal-safe."""
+        self._restart_request = True
+        self._wake()
+
+    def request_graceful(self) -> None:
+        """Ask ``block()`` to publish ``graceful``; signal-safe, repeats coalesce."""
+        self._graceful_request = True
+        self._wake()
+
+    def restart(self) -> None:
+        """Stop and re-execute the same command line; ``block()`` carries it out.
+
+        Callable from any thread while ``block()`` runs in the main thread.
+        """
+        if not self._blocking:
+            raise StateError(
+                "restart() needs block() running in the main thread to re-execute the process"
+            )
+        self.request_restart()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.ping()
+
+    # -- the main thread ----------------------------------------------------
+
+    def register_thread(self, thread: threading.Thread) -> None:
+        """Have ``block()`` join ``thread`` (within the bound) after the bus exits."""
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def block(self) -> int:
+        """Carry out requests in the main thread until the bus exits; return its status.
+
+        Ctrl-C becomes ``exit()``; a second one, or a second exit request, while
+        stopping returns at once with status 1. After the exit, the threads
+        registered with ``register_thread`` are joined within
+        ``thread_join_timeout`` seconds (those still running are named) and a
+        pending restart re-executes the process. Use it as
+        ``sys.exit(bus.block())``.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise StateError("block() must run in the main thread, where signals are handled")
+        if self._blocking:
+            raise StateError("block() is already running")
+        # Publish the wake-up before reading the requests: a request either
+        # sees it and pings, or was recorded before and is seen below.
+        wakeup = self._wakeup = Wakeup()
+        # The kernel delivers a process signal to any thread that does not block
+        # it; the C-level handler then writes here, which wakes select() in the
+        # main thread so that the Python handler runs at once.
+        previous_wakeup_fd = signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
+        self._blocking = True
+        _release_held_signals()
+        try:
+            self._serve_requests(wakeup)
+        except (KeyboardInterrupt, _ForcedExit):
+            self.log("Second exit request while stopping: exiting now", logging.ERROR)
+            return max(self._status, 1)
+        finally:
+            self._blocking = self._exiting_in_block = False
+            signal.set_wakeup_fd(previous_wakeup_fd)
+            self._wakeup = None
+        self._join_threads()
+        if self._restart_request:
+            self._reexec()
+            return 1
+        return self._status
+
+    def _serve_requests(self, wakeup: Wakeup) -> None:
+        while not self._exited:
+            try:
+                if self._exit_request is not None or self._restart_request:
+                    self._exiting_in_block = True
+                    self.exit(self._exit_request or 0)
+                elif self._graceful_request:
+                    self._graceful_request = False
+                    try:
+                        self.graceful()
+                    except ChannelFailures as failures:
+                        self.log(str(failures), logging.ERROR)
+                else:
+                    wakeup.wait()
+            except KeyboardInterrupt:
+                if self._exiting_in_block:
+                    raise
+                self.log("Interrupted: exiting")
+                self._exit_request = 0
+
+    def _join_threads(self) -> None:
+        deadline = time.monotonic() + self.thread_join_timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            self.log(
+                f"Threads still running {self.thread_join_timeout:g} s after exit: "
+                + ", ".join(stuck),
+                logging.WARNING,
+            )
+
+    def _reexec(self) -> None:
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        self.log(f"Re-executing: {shlex.join(argv)}")
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        os.environ[_HELD_SIGNALS_ENV] = ",".join(str(int(s)) for s in _HELD_SIGNALS - held)
+        try:
+            os.execv(sys.executable, argv)
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            self.log(f"Re-exec of {sys.executable} failed: {describe(exc)}", logging.ERROR)
+
+
+def _release_held_signals() -> None:
+    """Unblock the signals a re-exec held back, so pending ones are delivered now."""
+    held = os.environ.pop(_HELD_SIGNALS_ENV, None)
+    if held:
+        signal.pthread_sigmask(
+            signal.SIG_UNBLOCK, {signal.Signals(int(s)) for s in held.split(",")}
+        )

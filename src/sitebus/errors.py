@@ -1,0 +1,89 @@
+"""Every exception sitebus raises, under one base class.
+
+Library code raises these; only the command line turns them into one line and
+an exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["ChannelFailures", "SitebusError", "StartError", "StateError"]
+
+
+class SitebusError(Exception):
+    """Base class of every error sitebus raises on purpose."""
+
+
+class StateError(SitebusError):
+    """Raised when a call is not allowed in the bus's current state.
+
+    For example ``start()`` on a bus that is exiting, ``restart()`` when no
+    ``block()`` runs to carry it out, or ``block()`` outside the main thread.
+    """
+
+
+class ChannelFailures(SitebusError, ExceptionGroup[Exception]):
+    """Raised by ``publish`` after every listener ran, when some of them raised.
+
+    It is an ``ExceptionGroup``, so ``except*`` works and tracebacks show every
+    failure. ``failures`` pairs each exception with the listener that raised it,
+    in call order; each exception also carries a note naming its listener.
+    """
+
+    channel: str
+    failures: tuple[tuple[Callable[..., Any], Exception], ...]
+
+    def __new__(
+        cls, channel: str, failures: Sequence[tuple[Callable[..., Any], Exception]]
+    ) -> ChannelFailures:
+        excs = [exc for _, exc in failures]
+        self = super().__new__(cls, _failures_message(channel, failures), excs)
+        self.channel = channel
+        self.failures = tuple(failures)
+        return self
+
+    def __init__(
+        self, channel: str, failures: Sequence[tuple[Callable[..., Any], Exception]]
+    ) -> None:
+        super().__init__(_failures_message(channel, failures), [exc for _, exc in failures])
+
+    def derive(self, excs: Sequence[Exception]) -> ExceptionGroup[Exception]:  # type: ignore[override]  # split() keeps the plain group type
+        return ExceptionGroup(self.message, excs)
+
+
+class StartError(SitebusError):
+    """Raised by ``start()`` when a start listener failed.
+
+    By the time it is raised the bus has rolled back: the stop listeners ran and
+    the bus is STOPPED again. ``listener`` names the listener that failed; the
+    original exception is ``__cause__``.
+    """
+
+    def __init__(self, listener: str, cause: BaseException) -> None:
+        super().__init__(f"start failed in {listener}: {describe(cause)}")
+        self.listener = listener
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception: its type and message, never a traceback."""
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def listener_name(callback: Callable[..., Any]) -> str:
+    """The name a log line uses for a listener: ``module.Class.method``."""
+    qualname = getattr(callback, "__qualname__", None)
+    if qualname is None:
+        return repr(callback)
+    module = getattr(callback, "__module__", None)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def _failures_message(
+    channel: str, failures: Sequence[tuple[Callable[..., Any], Exception]]
+) -> str:
+    parts = "; ".join(f"{listener_name(fn)}: {describe(exc)}" for fn, exc in failures)
+    return f"{len(failures)} listener(s) failed on channel {channel!r}: {parts}"

@@ -1,0 +1,68 @@
+"""The Plugin base class and the priority decorator.
+
+A plugin turns a site-wide service into an object: its methods named after
+channels become that channel's listeners when ``subscribe()`` is called, and
+``unsubscribe()`` removes exactly those again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+__all__ = ["BUILTIN_CHANNELS", "Plugin", "method_name", "priority"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BUILTIN_CHANNELS = ("start", "stop", "graceful", "exit", "log", "state", "reload")
+
+
+def priority(value: int) -> Callable[[F], F]:
+    """Set the priority a listener is subscribed with (lower runs first at start)."""
+
+    def mark(fn: F) -> F:
+        fn.priority = value  # type: ignore[attr-defined]  # plain function attribute, read by Bus.subscribe
+        return fn
+
+    return mark
+
+
+def method_name(channel: str) -> str:
+    """The method that listens to ``channel``: every non-identifier character becomes ``_``."""
+    return re.sub(r"\W", "_", channel)
+
+
+class Plugin:
+    """Base class for services that live on a bus.
+
+    Methods named after the built-in channels (start, stop, graceful, exit,
+    log, state, reload) are listeners. Other channels are listed in the class
+    attribute ``channels``; a channel that is not a valid identifier, such as
+    ``"autoreload.watch"``, is served by the method ``autoreload_watch``.
+    ``@priority(n)`` on a method (or a ``priority`` attribute on it) sets its
+    priority.
+    """
+
+    channels: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._subscribed: list[tuple[str, Callable[..., Any]]] = []
+
+    def subscribe(self) -> None:
+        """Subscribe every listener method of this plugin to its channel."""
+        for channel in dict.fromkeys((*BUILTIN_CHANNELS, *self.channels)):
+            method = getattr(self, method_name(channel), None)
+            if callable(method) and (channel, method) not in self._subscribed:
+                self.bus.subscribe(channel, method)
+                self._subscribed.append((channel, method))
+
+    def unsubscribe(self) -> None:
+        """Remove every listener that ``subscribe()`` added."""
+        while self._subscribed:
+            channel, method = self._subscribed.pop()
+            self.bus.unsubscribe(channel, method)
