@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ChannelFailures", "SitebusError", "StartError", "StateError"]
+__all__ = ["AutoreloadError", "ChannelFailures", "SitebusError", "StartError", "StateError"]
 
 
 class SitebusError(Exception):
@@ -64,6 +64,14 @@ class StartError(SitebusError):
     def __init__(self, listener: str, cause: BaseException) -> None:
         super().__init__(f"start failed in {listener}: {describe(cause)}")
         self.listener = listener
+
+
+class AutoreloadError(SitebusError):
+    """Raised when the autoreload plugin cannot watch files as configured.
+
+    For example when the ``watchfiles`` backend is asked for and the
+    ``sitebus[reload]`` extra is not installed, or an option is malformed.
+    """
 
 
 def describe(exc: BaseException) -> str:

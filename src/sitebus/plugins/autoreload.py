@@ -1,0 +1,517 @@
+"""Autoreload: re-execute the process when the site's source files change.
+
+What is watched: the files of the user's imported modules (not the standard
+library nor installed packages, unless asked), the config file, extra paths
+and globs from the options, and whatever a framework registers at run time
+with ``bus.publish("autoreload.watch", path_or_glob)`` or ``Autoreload.watch``.
+
+How: a thread blocks on OS file events for the directories holding those
+files (directories, so that files created later, deleted, or saved by rename
+are seen), filters the events down to the watched files, waits for a short
+quiet period, and compares content hashes with those taken at start: a touch
+does nothing, any change of content counts. Then it checks that every changed
+Python file compiles; if one does not, it logs ``file:line: message`` and
+keeps the old code serving until the file is fixed. Otherwise it logs the
+changed files, removes their cached bytecode, publishes ``reload`` with the
+set of changed paths and calls ``bus.restart()``; ``block()`` re-executes the
+process in the main thread.
+
+Modules imported after start are picked up through a finder at the head of
+``sys.meta_path`` that finds nothing but wakes the watcher thread, which then
+rescans ``sys.modules`` for a moment: no timer runs while nothing is imported
+or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.abc
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import AutoreloadError, ChannelFailures, StateError, describe
+from ..plugin import Plugin, priority
+from ._sources import (
+    Pattern,
+    current_modules,
+    is_ignored,
+    module_files,
+    nearest_existing_dir,
+)
+from ._watchers import (
+    PollingWatcher,
+    Watcher,
+    WatcherFactory,
+    WatcherUnavailable,
+    WatchLimitReached,
+    default_watcher,
+)
+
+if TYPE_CHECKING:
+    from ..bus import Bus
+
+__all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "WatcherFactory"]
+
+DEFAULT_IGNORE = (
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".git",
+    ".hg",
+    ".svn",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",  # vim's probe file when it checks that a directory is writable
+    ".DS_Store",
+)
+_BACKENDS = ("auto", "inotify", "watchfiles", "poll")
+_IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
+_IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
+_OVERFLOW = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class AutoreloadOptions:
+    """How the autoreload plugin watches.
+
+    ``paths`` are extra files or globs (``templates/**/*.html``), relative to
+    the working directory at start. ``ignore`` patterns match any component of
+    a path. ``debounce`` is the quiet period, in seconds, that ends a burst of
+    changes. ``backend`` is "auto" (inotify on Linux, else watchfiles),
+    "inotify", "watchfiles" or "poll"; ``poll_interval`` is the period of the
+    polling fallback.
+    """
+
+    enabled: bool = True
+    paths: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    include_third_party: bool = False
+    debounce: float = 0.05
+    config_file: str | None = None
+    backend: str = "auto"
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in _BACKENDS:
+            raise AutoreloadError(
+                f"autoreload backend {self.backend!r} is unknown; expected one of {_BACKENDS}"
+            )
+        if not self.debounce >= 0:
+            raise AutoreloadError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
+        if not self.poll_interval > 0:
+            raise AutoreloadError(
+                f"poll_interval {self.poll_interval!r} must be a number of seconds > 0"
+            )
+        for name in ("paths", "ignore"):
+            value: object = getattr(self, name)
+            if isinstance(value, str):
+                raise AutoreloadError(
+                    f"{name} {value!r} must be a sequence of strings, not one string"
+                )
+
+
+class _ImportNotifier(importlib.abc.MetaPathFinder):
+    """Finds nothing; it only tells the watcher that a module is being imported."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        self._notify()
+        return None
+
+
+class Autoreload(Plugin):
+    """Restart the site when its code, config or registered files change.
+
+    Start priority 90: it watches only once everything else has started. A
+    stop listener that is safe to call when start never ran. ``watcher_factory``
+    is the seam to the OS; by default it follows ``options.backend``.
+    """
+
+    channels: ClassVar[tuple[str, ...]] = ("autoreload.watch",)
+
+    def __init__(
+        self,
+        bus: Bus,
+        options: AutoreloadOptions | None = None,
+        *,
+        watcher_factory: WatcherFactory | None = None,
+    ) -> None:
+        super().__init__(bus)
+        self.options = options = options or AutoreloadOptions()
+        self._factory = watcher_factory or functools.partial(
+            default_watcher, options.backend, options.poll_interval
+        )
+        self._lock = threading.Lock()
+        self._registered: list[Pattern] = [Pattern(p) for p in options.paths]
+        if options.config_file:
+            self._registered.append(Pattern(options.config_file))
+        self._arrivals: list[Pattern] = []
+        self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
+        self._finder: _ImportNotifier | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._fell_back = False
+        self._import_deadline = 0.0
+        # Owned by the watcher thread once it runs:
+        self._files: set[str] = set()
+        self._patterns: list[Pattern] = []
+        self._snapshot: dict[str, bytes | None] = {}
+        self._pending: set[str] = set()
+        self._seen_modules: set[str] = set()
+        self._wanted_dirs: set[str] = set()
+        self._last_error = ""
+
+    # -- the bus side -------------------------------------------------------
+
+    @priority(90)
+    def start(self) -> None:
+        if not self.options.enabled or self._thread is not None:
+            return
+        self._stopping.clear()
+        self._ready.clear()
+        self._watcher = self._open_watcher()
+        self._finder = _ImportNotifier(self._import_started)
+        sys.meta_path.insert(0, self._finder)
+        self._thread = threading.Thread(target=self._run, name="sitebus-autoreload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()  # before reading _watcher: see _fall_back
+        if self._finder is not None:
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(self._finder)
+            self._finder = None
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.interrupt()
+        if thread is not threading.current_thread():
+            thread.join()
+        self._thread = None
+        self._watcher = None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the files are hashed and watched; False if ``timeout`` passed first.
+
+        An edit made after this returns True is seen; one made before may not be.
+        """
+        return self._ready.wait(timeout)
+
+    def autoreload_watch(self, path_or_glob: str | os.PathLike[str]) -> None:
+        """The ``autoreload.watch`` channel: watch one more path or glob."""
+        self.watch(path_or_glob)
+
+    def watch(self, path_or_glob: str | os.PathLike[str]) -> None:
+        """Watch ``path_or_glob`` too (a template file or ``templates/**/*.html``).
+
+        Callable from any thread, before or after start; relative paths are
+        resolved against the working directory now.
+        """
+        pattern = Pattern(path_or_glob)
+        with self._lock:
+            self._registered.append(pattern)
+            self._arrivals.append(pattern)
+        self._interrupt()
+
+    @property
+    def backend(self) -> str | None:
+        """The name of the watcher in use ("inotify", "watchfiles", "polling"), if any."""
+        watcher = self._watcher
+        return None if watcher is None else watcher.name
+
+    # -- the watcher --------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.interrupt()
+
+    def _import_started(self) -> None:
+        self._import_deadline = time.monotonic() + _IMPORT_WINDOW
+        self._interrupt()
+
+    def _open_watcher(self) -> Watcher:
+        try:
+            return self._factory()
+        except WatcherUnavailable as exc:
+            return self._polling(f"file events are unavailable ({exc})")
+
+    def _polling(self, reason: str) -> Watcher:
+        if not self._fell_back:
+            self._fell_back = True
+            self.bus.log(
+                f"Autoreload: {reason}; polling every {self.options.poll_interval:g} s instead",
+                logging.WARNING,
+            )
+        return PollingWatcher(self.options.poll_interval)
+
+    def _fall_back(self, reason: str) -> None:
+        """Replace the event watcher with polling, carrying its directories over."""
+        old = self._watcher
+        assert old is not None
+        new = self._polling(reason)
+        for directory in old.directories:
+            new.add(directory)
+        self._watcher = new  # stop() sets _stopping before reading this: no lost wake-up
+        old.close()
+
+    def _add_dir(self, directory: str) -> None:
+        watcher = self._watcher
+        assert watcher is not None
+        try:
+            added = watcher.add(directory)
+        except WatchLimitReached as exc:
+            self._fall_back(str(exc))
+            return self._add_dir(directory)
+        if not added:  # does not exist yet: watch the nearest ancestor for its creation
+            ancestor = nearest_existing_dir(directory)
+            if ancestor != directory:
+                self._add_dir(ancestor)
+
+    def _run(self) -> None:
+        try:
+            self._prepare()
+            self._ready.set()
+            while not self._stopping.is_set():
+                watcher = self._watcher
+                assert watcher is not None
+                touched = watcher.wait(self._idle_timeout())
+                if self._stopping.is_set():
+                    break
+                self._absorb_arrivals()
+                changed = self._relevant(touched)
+                if changed:
+                    changed |= self._settle()
+                    if not self._stopping.is_set() and self._consider(changed):
+                        break
+        except Exception as exc:
+            self.bus.log(f"Autoreload stopped watching: {describe(exc)}", logging.ERROR, exc)
+        finally:
+            self._ready.set()
+            watcher = self._watcher
+            if watcher is not None:
+                watcher.close()
+
+    def _idle_timeout(self) -> float | None:
+        """None (block until an event) unless a module import is under way."""
+        return _IMPORT_RESCAN if time.monotonic() < self._import_deadline else None
+
+    def _prepare(self) -> None:
+        modules = current_modules()
+        self._seen_modules = set(modules)
+        self._files = module_files(modules, include_third_party=self.options.include_third_party)
+        with self._lock:
+            registered, self._arrivals = list(self._registered), []
+        self._patterns = []
+        for pattern in registered:
+            self._add_pattern(pattern)
+        # Watch first, then hash: an edit landing in between is still reported.
+        self._refresh_dirs()
+        for path in self._all_files():
+            self._snapshot[path] = _digest(path)
+
+    def _add_pattern(self, pattern: Pattern) -> None:
+        if pattern.is_glob:
+            self._patterns.append(pattern)
+        else:
+            self._files.add(pattern.text)
+
+    def _all_files(self) -> set[str]:
+        files = set(self._files)
+        for pattern in self._patterns:
+            files.update(pattern.existing_files())
+        return {f for f in files if not is_ignored(f, self.options.ignore)}
+
+    def _refresh_dirs(self) -> set[str]:
+        """Watch every directory that holds or may hold a watched file; return those added."""
+        wanted = {os.path.dirname(f) for f in self._files}
+        for pattern in self._patterns:
+            wanted.update(pattern.directories())
+        self._wanted_dirs |= wanted
+        watcher = self._watcher
+        assert watcher is not None
+        before = watcher.directories
+        for directory in sorted(self._wanted_dirs - before):
+            self._add_dir(directory)
+        watcher = self._watcher  # polling may have taken over
+        assert watcher is not None
+        return set(watcher.directories - before)
+
+    def _absorb_arrivals(self) -> None:
+        """Take in newly imported modules and newly registered paths, hashed as they are now."""
+        modules = current_modules()
+        names = modules.keys() - self._seen_modules
+        news: set[str] = set()
+        if names:
+            self._seen_modules.update(names)
+            found = module_files(
+                {n: modules[n] for n in names}, include_third_party=self.options.include_third_party
+            )
+            news |= found - self._files
+            self._files |= found
+        with self._lock:
+            arrivals, self._arrivals = self._arrivals, []
+        for pattern in arrivals:
+            self._add_pattern(pattern)
+        if news or arrivals:
+            self._refresh_dirs()
+            for path in self._all_files() - self._snapshot.keys():
+                self._snapshot[path] = _digest(path)
+
+    def _relevant(self, touched: Iterable[str]) -> set[str]:
+        """The watched files among the touched paths; picks up created directories."""
+        touched = set(touched)
+        if _OVERFLOW in touched:  # the kernel dropped events: compare everything
+            return self._all_files() | self._snapshot.keys()
+        ignore = self.options.ignore
+        relevant: set[str] = set()
+        new_dir = False
+        for path in touched:
+            if is_ignored(path, ignore):
+                continue
+            if path in self._files or any(p.matches(path) for p in self._patterns):
+                relevant.add(path)
+            elif self._may_hold_watched(path):
+                new_dir = True
+        if new_dir and self._refresh_dirs():
+            # Files written into a new directory before its watch was added
+            # made no event: compare them now.
+            relevant |= self._all_files() - self._snapshot.keys()
+        return relevant
+
+    def _may_hold_watched(self, path: str) -> bool:
+        """True if ``path`` is a directory that a watched file (or glob match) may be in."""
+        if not os.path.isdir(path):
+            return False
+        prefix = path.rstrip(os.sep) + os.sep
+        return any(d == path or d.startswith(prefix) for d in self._wanted_dirs) or any(
+            p.recursive and path.startswith(p.base()) for p in self._patterns
+        )
+
+    def _settle(self) -> set[str]:
+        """Collect more changes until ``debounce`` seconds pass without one."""
+        quiet = self.options.debounce
+        deadline = time.monotonic() + max(1.0, 20 * quiet)
+        more: set[str] = set()
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            watcher = self._watcher
+            assert watcher is not None
+            touched = watcher.wait(min(quiet, left))
+            if not touched:
+                break
+            more |= self._relevant(touched)
+        return more
+
+    def _consider(self, candidates: set[str]) -> bool:
+        """Restart if contents changed and the Python among them compiles; True if asked."""
+        for path in candidates:
+            if _digest(path) == self._snapshot.get(path):
+                self._pending.discard(path)  # touched, or changed back
+            else:
+                self._pending.add(path)
+        if not self._pending:
+            return False
+        errors = [e for e in map(_compile_error, sorted(self._pending)) if e]
+        if errors:
+            message = "; ".join(errors)
+            if message != self._last_error:
+                self._last_error = message
+                self.bus.log(
+                    f"Autoreload: not restarting, the old code keeps serving: {message}",
+                    logging.ERROR,
+                )
+            return False
+        changed = frozenset(self._pending)
+        self.bus.log(f"Autoreload: {', '.join(sorted(changed))} changed; restarting")
+        _invalidate_bytecode(p for p in changed if p.endswith(".py"))
+        try:
+            self.bus.publish("reload", changed)
+        except ChannelFailures as failures:
+            self.bus.log(str(failures), logging.ERROR)
+        try:
+            self.bus.restart()
+        except StateError as exc:
+            if self._last_error != str(exc):
+                self._last_error = str(exc)
+                self.bus.log(f"Autoreload cannot restart: {exc}", logging.ERROR)
+            return False
+        return True
+
+
+def _digest(path: str) -> bytes | None:
+    """A hash of the file's content; None if it is missing or unreadable."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).digest()
+    except OSError:
+        return None
+
+
+def _compile_error(path: str) -> str:
+    """``file:line: message`` if the Python file ``path`` does not compile, else ""."""
+    if not path.endswith(".py"):
+        return ""
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError:
+        return ""  # deleted: the new process reports the missing module itself
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"{exc.filename or path}:{exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # e.g. a NUL byte in the source
+        return f"{path}: {exc}"
+    return ""
+
+
+def _invalidate_bytecode(paths: Iterable[str]) -> None:
+    """Make sure the new process compiles the changed sources afresh.
+
+    CPython trusts a cached ``.pyc`` whose recorded source mtime (whole
+    seconds) and size match, so an edit of the same size within the same
+    second would run stale code; unchecked hash-based ``.pyc`` files are never
+    validated at all. Removing the cache files is exact and leaves the user's
+    files untouched. Where a cache file cannot be removed (a read-only
+    ``__pycache__``), the source's mtime is moved one second forward instead,
+    which the mtime check then rejects.
+    """
+    for path in paths:
+        for optimization in ("", 1, 2):
+            try:
+                cache = importlib.util.cache_from_source(path, optimization=optimization)
+                os.unlink(cache)
+            except (FileNotFoundError, NotImplementedError, ValueError):
+                continue
+            except OSError:
+                with contextlib.suppress(OSError):
+                    st = os.stat(path)
+                    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
