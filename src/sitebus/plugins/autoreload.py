@@ -167,11 +167,13 @@ class Autoreload(Plugin):
         self._registered: list[Pattern] = [Pattern(p) for p in options.paths]
         if options.config_file:
             self._registered.append(Pattern(options.config_file))
-        self._arrivals: list[Pattern] = []
+        # Registered while running, each with the contents it had when registered.
+        self._arrivals: list[tuple[Pattern, dict[str, bytes | None]]] = []
         self._thread: threading.Thread | None = None
         self._watcher: Watcher | None = None
         self._finder: _ImportNotifier | None = None
         self._ready = threading.Event()
+        self._taken_in = threading.Condition(threading.Lock())  # notified as files are added
         self._stopping = threading.Event()
         self._fell_back = False
         self._import_deadline = 0.0
@@ -222,6 +224,16 @@ class Autoreload(Plugin):
         """
         return self._ready.wait(timeout)
 
+    def wait_watching(self, path: str | os.PathLike[str], timeout: float | None = None) -> bool:
+        """Wait until the file ``path`` is watched; False if ``timeout`` passed first.
+
+        For a module imported after start, or a path registered with ``watch``
+        whose directory had to be added: once this returns True, an edit is seen.
+        """
+        target = os.path.abspath(os.fspath(path))
+        with self._taken_in:
+            return self._taken_in.wait_for(lambda: target in self._snapshot, timeout)
+
     def autoreload_watch(self, path_or_glob: str | os.PathLike[str]) -> None:
         """The ``autoreload.watch`` channel: watch one more path or glob."""
         self.watch(path_or_glob)
@@ -233,9 +245,14 @@ class Autoreload(Plugin):
         resolved against the working directory now.
         """
         pattern = Pattern(path_or_glob)
+        # Hashed here, in the caller's thread: an edit made right after this
+        # call is a change even if the watcher thread takes the path in later.
+        baseline = {path: _digest(path) for path in pattern.existing_files()}
+        if not pattern.is_glob:
+            baseline.setdefault(pattern.text, None)
         with self._lock:
             self._registered.append(pattern)
-            self._arrivals.append(pattern)
+            self._arrivals.append((pattern, baseline))
         self._interrupt()
 
     @property
@@ -303,8 +320,7 @@ class Autoreload(Plugin):
                 touched = watcher.wait(self._idle_timeout())
                 if self._stopping.is_set():
                     break
-                self._absorb_arrivals()
-                changed = self._relevant(touched)
+                changed = self._absorb_arrivals() | self._relevant(touched)
                 if changed:
                     changed |= self._settle()
                     if not self._stopping.is_set() and self._consider(changed):
@@ -326,14 +342,16 @@ class Autoreload(Plugin):
         self._seen_modules = set(modules)
         self._files = module_files(modules, include_third_party=self.options.include_third_party)
         with self._lock:
-            registered, self._arrivals = list(self._registered), []
+            registered, self._arrivals = list(self._registered), []  # all hashed below
         self._patterns = []
         for pattern in registered:
             self._add_pattern(pattern)
         # Watch first, then hash: an edit landing in between is still reported.
         self._refresh_dirs()
-        for path in self._all_files():
-            self._snapshot[path] = _digest(path)
+        snapshot = {path: _digest(path) for path in self._all_files()}
+        with self._taken_in:
+            self._snapshot.update(snapshot)
+            self._taken_in.notify_all()
 
     def _add_pattern(self, pattern: Pattern) -> None:
         if pattern.is_glob:
@@ -362,8 +380,8 @@ class Autoreload(Plugin):
         assert watcher is not None
         return set(watcher.directories - before)
 
-    def _absorb_arrivals(self) -> None:
-        """Take in newly imported modules and newly registered paths, hashed as they are now."""
+    def _absorb_arrivals(self) -> set[str]:
+        """Take in newly imported modules and registered paths; return those changed since."""
         modules = current_modules()
         names = modules.keys() - self._seen_modules
         news: set[str] = set()
@@ -376,12 +394,22 @@ class Autoreload(Plugin):
             self._files |= found
         with self._lock:
             arrivals, self._arrivals = self._arrivals, []
-        for pattern in arrivals:
+        if not (news or arrivals):
+            return set()
+        for pattern, _baseline in arrivals:
             self._add_pattern(pattern)
-        if news or arrivals:
-            self._refresh_dirs()
-            for path in self._all_files() - self._snapshot.keys():
-                self._snapshot[path] = _digest(path)
+        self._refresh_dirs()
+        candidates: set[str] = set()
+        for pattern, baseline in arrivals:
+            for path in baseline.keys() | set(pattern.existing_files()):
+                if path not in self._snapshot:
+                    self._snapshot[path] = baseline.get(path)
+                    candidates.add(path)
+        for path in self._all_files() - self._snapshot.keys():
+            self._snapshot[path] = _digest(path)  # a module imported just now: as it is now
+        with self._taken_in:
+            self._taken_in.notify_all()
+        return candidates
 
     def _relevant(self, touched: Iterable[str]) -> set[str]:
         """The watched files among the touched paths; picks up created directories."""
