@@ -1,0 +1,253 @@
+"""The autoreload plugin in this process: what it watches, its backends, its seam.
+
+Here ``block()`` does not run, so the plugin's ``restart()`` fails and is
+logged; the tests look at the ``reload`` publication that comes before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sitebus import Bus, StartError
+from sitebus.errors import AutoreloadError
+from sitebus.plugins._sources import Pattern, is_ignored, module_files
+from sitebus.plugins._watchers import PollingWatcher, WatcherUnavailable, WatchLimitReached
+from sitebus.plugins.autoreload import DEFAULT_IGNORE, Autoreload, AutoreloadOptions
+
+WAIT = 30.0
+
+
+class Recorder:
+    """Collects what the bus publishes on ``reload`` and ``log``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.reloads: queue.Queue[frozenset[str]] = queue.Queue()
+        self.logs: list[str] = []
+        bus.subscribe("reload", self.reloads.put)
+        bus.subscribe("log", lambda message, level, exc: self.logs.append(message))
+
+    def next_reload(self) -> set[str]:
+        return set(self.reloads.get(timeout=WAIT))
+
+
+@pytest.fixture
+def recorder(bus: Bus) -> Recorder:
+    return Recorder(bus)
+
+
+@pytest.fixture
+def running(bus: Bus) -> Iterator[list[Autoreload]]:
+    """Plugins appended here are stopped after the test, before the leak checks."""
+    finders = list(sys.meta_path)
+    plugins: list[Autoreload] = []
+    yield plugins
+    bus.stop()
+    for plugin in plugins:
+        plugin.unsubscribe()
+    assert sys.meta_path == finders, "the import notifier was removed on stop"
+
+
+def start(bus: Bus, running: list[Autoreload], plugin: Autoreload) -> Autoreload:
+    plugin.subscribe()
+    running.append(plugin)
+    bus.start()
+    assert plugin.wait_ready(WAIT)
+    return plugin
+
+
+# -- options, sources, patterns ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "fsevents"}, "backend 'fsevents' is unknown"),
+        ({"debounce": -1}, "debounce -1 must be"),
+        ({"poll_interval": 0}, "poll_interval 0 must be"),
+        ({"paths": "templates/*.html"}, "paths 'templates/\\*.html' must be a sequence"),
+    ],
+)
+def test_options_refuse_bad_values_quoting_them(options: dict[str, object], message: str) -> None:
+    with pytest.raises(AutoreloadError, match=message):
+        AutoreloadOptions(**options)  # type: ignore[arg-type]  # wrong types on purpose
+
+
+def test_user_modules_are_watched_not_stdlib_nor_installed_packages() -> None:
+    modules = {"json": json, "pytest": pytest, "me": sys.modules[__name__]}
+    assert module_files(modules, include_third_party=False) == {os.path.abspath(__file__)}
+    with_installed = module_files(modules, include_third_party=True)
+    assert os.path.abspath(pytest.__file__) in with_installed
+    assert os.path.abspath(json.__file__) not in with_installed
+
+
+def test_globs_keep_single_stars_within_one_directory(tmp_path: Path) -> None:
+    flat = Pattern(tmp_path / "templates" / "*.html")
+    deep = Pattern(tmp_path / "templates" / "**" / "*.html")
+    assert flat.matches(str(tmp_path / "templates" / "a.html"))
+    assert not flat.matches(str(tmp_path / "templates" / "sub" / "a.html"))
+    assert deep.matches(str(tmp_path / "templates" / "a.html"))
+    assert deep.matches(str(tmp_path / "templates" / "x" / "y" / "a.html"))
+    assert flat.base() == deep.base() == str(tmp_path / "templates")
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [
+        ("/site/app.py", False),
+        ("/site/.app.py.swp", True),
+        ("/site/app.py~", True),
+        ("/site/.#app.py", True),
+        ("/site/__pycache__/app.cpython-311.pyc", True),
+        ("/site/.git/index", True),
+        ("/site/4913", True),
+    ],
+)
+def test_default_ignore_patterns(path: str, ignored: bool) -> None:
+    assert is_ignored(path, DEFAULT_IGNORE) is ignored
+
+
+# -- the plugin on a bus ---------------------------------------------------
+
+
+def test_content_change_publishes_reload_touch_does_not(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    touched, edited = tmp_path / "a.txt", tmp_path / "b.txt"
+    touched.write_text("a")
+    edited.write_text("b")
+    plugin = start(bus, running, Autoreload(bus, AutoreloadOptions(paths=(f"{tmp_path}/*.txt",))))
+    assert plugin.backend == "inotify"
+    os.utime(touched, (1, 1))
+    edited.write_text("B")
+    assert recorder.next_reload() == {str(edited)}
+    assert any("Autoreload cannot restart" in line for line in recorder.logs)
+
+
+def test_channel_registration_watches_a_file_that_does_not_exist_yet(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    plugin = start(bus, running, Autoreload(bus))
+    template = tmp_path / "later" / "page.html"
+    bus.publish("autoreload.watch", template)
+    template.parent.mkdir()
+    template.write_text("<p>hi</p>")
+    assert recorder.next_reload() == {str(template)}
+    assert plugin.wait_watching(template, WAIT)
+
+
+@pytest.mark.parametrize("backend", ["watchfiles", "poll"])
+def test_other_backends_see_changes(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path, backend: str
+) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("one")
+    options = AutoreloadOptions(paths=(str(page),), backend=backend, poll_interval=0.05)
+    plugin = start(bus, running, Autoreload(bus, options))
+    assert plugin.backend == {"poll": "polling"}.get(backend, backend)
+    page.write_text("two")
+    assert recorder.next_reload() == {str(page)}
+
+
+def test_watch_limit_falls_back_to_polling_and_says_so_once(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    class Limited(PollingWatcher):
+        name = "limited"
+
+        def add(self, directory: str) -> bool:
+            raise WatchLimitReached("the inotify watch limit is reached")
+
+    page = tmp_path / "page.html"
+    page.write_text("one")
+    options = AutoreloadOptions(paths=(str(page),), poll_interval=0.05)
+    plugin = start(bus, running, Autoreload(bus, options, watcher_factory=Limited))
+    assert plugin.backend == "polling"
+    page.write_text("two")
+    assert recorder.next_reload() == {str(page)}
+    said = [line for line in recorder.logs if "polling every 0.05 s instead" in line]
+    assert len(said) == 1, recorder.logs
+    assert "watch limit is reached" in said[0]
+
+
+def test_no_file_events_at_all_falls_back_to_polling(
+    bus: Bus, recorder: Recorder, running: list[Autoreload]
+) -> None:
+    def unavailable() -> PollingWatcher:
+        raise WatcherUnavailable("inotify_init1 failed: Too many open files")
+
+    plugin = start(bus, running, Autoreload(bus, watcher_factory=unavailable))
+    assert plugin.backend == "polling"
+    assert any("Too many open files" in line for line in recorder.logs)
+
+
+def test_missing_watchfiles_names_the_extra(
+    bus: Bus, running: list[Autoreload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles._rust_notify", None)
+    plugin = Autoreload(bus, AutoreloadOptions(backend="watchfiles"))
+    plugin.subscribe()
+    running.append(plugin)
+    with pytest.raises(StartError, match=r"pip install 'sitebus\[reload\]'"):
+        bus.start()
+
+
+def test_disabled_plugin_watches_nothing(bus: Bus, running: list[Autoreload]) -> None:
+    plugin = Autoreload(bus, AutoreloadOptions(enabled=False))
+    plugin.subscribe()
+    running.append(plugin)
+    bus.start()
+    assert plugin.backend is None
+    assert not plugin.wait_ready(0)
+
+
+def test_stop_without_start_is_harmless(bus: Bus) -> None:
+    Autoreload(bus).stop()
+
+
+def test_queue_overflow_compares_every_file(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    """When the kernel drops events, the plugin rehashes everything it watches."""
+
+    class Overflowing(PollingWatcher):
+        """Reports only an overflow, never the path itself."""
+
+        name = "overflowing"
+        events: queue.Queue[set[str]] = queue.Queue()
+
+        def wait(self, timeout: float | None) -> set[str]:
+            try:
+                return self.events.get(timeout=timeout)
+            except queue.Empty:
+                return set()
+
+        def interrupt(self) -> None:
+            self.events.put(set())
+
+    page = tmp_path / "page.html"
+    page.write_text("one")
+    options = AutoreloadOptions(paths=(str(page),))
+    start(bus, running, Autoreload(bus, options, watcher_factory=Overflowing))
+    page.write_text("two")
+    Overflowing.events.put({"*"})
+    assert recorder.next_reload() == {str(page)}
+
+
+def test_importing_the_plugin_loads_no_watcher_library() -> None:
+    code = (
+        "import sys, sitebus\n"
+        "from sitebus.plugins.autoreload import Autoreload\n"
+        "b = sitebus.Bus(logger=None); p = Autoreload(b); p.subscribe(); b.start()\n"
+        "assert p.wait_ready(30); b.stop()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('watchfiles', 'anyio')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
