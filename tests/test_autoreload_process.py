@@ -60,13 +60,19 @@ def finish(child: Child) -> None:
     assert child.wait() == 0, child.output()
 
 
-def test_edit_of_a_module_restarts_exactly_once(site: Callable[..., Child], tree: Path) -> None:
-    child = site()
-    child.expect("watching 0 1")
+@pytest.mark.parametrize(
+    ("backend", "name"),
+    [("auto", "inotify"), ("watchfiles", "watchfiles"), ("poll", "polling")],
+)
+def test_edit_of_a_module_restarts_exactly_once(
+    site: Callable[..., Child], tree: Path, backend: str, name: str
+) -> None:
+    child = site("--backend", backend)
+    child.expect(f"watching 0 1 {name}")
     (tree / "app.py").write_text("VALUE = 2\n")
     child.expect(f"log Autoreload: {tree / 'app.py'} changed; restarting")
     child.expect(f"reload {tree / 'app.py'}")
-    child.expect("watching 1 2")
+    child.expect(f"watching 1 2 {name}")
     ping(child, 1)
     finish(child)
 

@@ -1,14 +1,15 @@
 """A site with the autoreload plugin, run from inside the site tree it watches.
 
 It imports ``app`` from the working directory and reports
-``watching <generation> <app.VALUE>`` once the watcher is armed, then
+``watching <generation> <app.VALUE> <backend>`` once the watcher is armed, then
 ``reload <path,...>`` for each reload and ``log <message>`` for the plugin's
 log lines. Commands on the hold pipe: ``go`` answers ``pong <generation>
 <state>`` (the site is alive and serving), ``im`` imports the module ``late``
 and reports ``imported <late.VALUE> <watched>`` once it is watched.
 
 Options: --glob PATTERN (watch it through the options), --register PATH
-(published on ``autoreload.watch`` after start), --debounce SECONDS.
+(published on ``autoreload.watch`` after start), --debounce SECONDS,
+--backend NAME (polling every 0.05 s).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> int:
     parser.add_argument("--glob", action="append", default=[])
     parser.add_argument("--register", action="append", default=[])
     parser.add_argument("--debounce", type=float, default=0.05)
+    parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
     generation = int(os.environ.get("AUTORELOAD_GENERATION", "0"))
     os.environ["AUTORELOAD_GENERATION"] = str(generation + 1)  # inherited by the re-exec
@@ -44,7 +46,10 @@ def main() -> int:
         "log",
         lambda message, level, exc: message.startswith("Autoreload") and report(f"log {message}"),
     )
-    plugin = Autoreload(bus, AutoreloadOptions(paths=tuple(args.glob), debounce=args.debounce))
+    options = AutoreloadOptions(
+        paths=tuple(args.glob), debounce=args.debounce, backend=args.backend, poll_interval=0.05
+    )
+    plugin = Autoreload(bus, options)
     plugin.subscribe()
     bus.start()
     for path in args.register:
@@ -66,7 +71,7 @@ def main() -> int:
     threading.Thread(target=serve_commands, daemon=True).start()
     # block() must run before the first edit: the test waits for this line,
     # which is sent from inside block() by a graceful request.
-    bus.subscribe("graceful", lambda: report(f"watching {generation} {app.VALUE}"))
+    bus.subscribe("graceful", lambda: report(f"watching {generation} {app.VALUE} {plugin.backend}"))
     bus.request_graceful()
     return bus.block()
 

@@ -112,6 +112,9 @@ class InotifyWatcher:
     def directories(self) -> frozenset[str]:
         return frozenset(self._wds)
 
+    def commit(self) -> None:
+        """Nothing to do: the kernel reports events from ``add()`` on."""
+
     def interrupt(self) -> None:
         with contextlib.suppress(BlockingIOError):  # full: a wake-up is already pending
             os.write(self._wake_write, b"\0")

@@ -59,6 +59,9 @@ class Watcher(Protocol):
     @property
     def directories(self) -> frozenset[str]: ...
 
+    def commit(self) -> None:
+        """Report events from now on for every directory added so far."""
+
     def interrupt(self) -> None:
         """Make a pending or the next ``wait()`` return at once."""
 
@@ -98,6 +101,9 @@ class _Interruptible:
     def interrupt(self) -> None:
         with contextlib.suppress(BlockingIOError):  # full: a wake-up is already pending
             os.write(self._wake_write, b"\0")
+
+    def commit(self) -> None:
+        """Nothing to do: a directory is listed, and so watched, when it is added."""
 
     def _sleep(self, timeout: float | None) -> None:
         self._poll.poll(None if timeout is None else max(0, int(timeout * 1000)))
@@ -203,8 +209,14 @@ class WatchfilesWatcher:
         if not os.path.isdir(directory):
             return False
         self._dirs.add(directory)
-        self.close()
+        self.close()  # the notifier watches a fixed set: commit() makes a new one
         return True
+
+    def commit(self) -> None:
+        if self._notify is None and self._dirs:
+            # debug off, no forced polling, poll delay (unused), not recursive,
+            # ignore directories that cannot be read.
+            self._notify = self._rust_notify(sorted(self._dirs), False, False, 300, False, True)
 
     @property
     def directories(self) -> frozenset[str]:
@@ -217,10 +229,11 @@ class WatchfilesWatcher:
         if self._stop.event.is_set():
             self._stop.event.clear()
             return set()
-        if self._notify is None:
-            # debug off, no forced polling, poll delay (unused), not recursive,
-            # ignore directories that cannot be read.
-            self._notify = self._rust_notify(sorted(self._dirs), False, False, 300, False, True)
+        self.commit()
+        if self._notify is None:  # nothing to watch yet
+            self._stop.event.wait(timeout)
+            self._stop.event.clear()
+            return set()
         timeout_ms = 0 if timeout is None else max(1, int(timeout * 1000))
         result = self._notify.watch(1, self._step_ms, timeout_ms, self._stop)
         self._stop.event.clear()

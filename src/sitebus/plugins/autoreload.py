@@ -294,6 +294,7 @@ class Autoreload(Plugin):
         new = self._polling(reason)
         for directory in old.directories:
             new.add(directory)
+        new.commit()
         self._watcher = new  # stop() sets _stopping before reading this: no lost wake-up
         old.close()
 
@@ -378,6 +379,7 @@ class Autoreload(Plugin):
             self._add_dir(directory)
         watcher = self._watcher  # polling may have taken over
         assert watcher is not None
+        watcher.commit()
         return set(watcher.directories - before)
 
     def _absorb_arrivals(self) -> set[str]:
