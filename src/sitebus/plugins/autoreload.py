@@ -339,6 +339,8 @@ class Autoreload(Plugin):
         return _IMPORT_RESCAN if time.monotonic() < self._import_deadline else None
 
     def _prepare(self) -> None:
+        self._snapshot, self._pending, self._wanted_dirs = {}, set(), set()
+        self._last_error = ""
         modules = current_modules()
         self._seen_modules = set(modules)
         self._files = module_files(modules, include_third_party=self.options.include_third_party)
