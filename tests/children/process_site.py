@@ -104,15 +104,15 @@ def main() -> int:
         if args.fail_start:
             raise OSError("[Errno 98] address already in use: 127.0.0.1:8080")
 
-    bus.subscribe("graceful", lambda: report("graceful"))
-    bus.subscribe("stop", lambda: report("stop"))
-    bus.subscribe("exit", lambda: report("exit"))
     try:
         bus.start()
     except StartError as exc:
         report(f"start-failed {exc}")
         bus.exit(1)
         return 1
+    bus.subscribe("graceful", lambda: report("graceful"))
+    bus.subscribe("stop", lambda: report("stop"))
+    bus.subscribe("exit", lambda: report("exit"))
     if args.daemon:
         report(daemon_facts())
         print("hello from the daemon", flush=True)
