@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -52,10 +53,8 @@ def daemons() -> Iterator[Daemons]:
     tracked = Daemons()
     yield tracked
     for pid in set(tracked.pids) - tracked.ended:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _stop(child: Child, daemons: Daemons, pid: int) -> None:

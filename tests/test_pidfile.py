@@ -108,9 +108,7 @@ def test_stale_file_naming_a_live_unrelated_pid_is_replaced_with_a_log_line(
     bus.stop()
 
 
-def test_symlink_at_the_path_is_refused_and_its_target_untouched(
-    bus: Bus, tmp_path: Path
-) -> None:
+def test_symlink_at_the_path_is_refused_and_its_target_untouched(bus: Bus, tmp_path: Path) -> None:
     target = tmp_path / "precious"
     target.write_text("keep me\n")
     path = tmp_path / "site.pid"
@@ -207,4 +205,3 @@ def test_read_running_pid_from_the_site_itself_keeps_the_lock(bus: Bus, tmp_path
     assert read_running_pid(path) == os.getpid()
     assert read_running_pid(path) == os.getpid()
     bus.stop()
-

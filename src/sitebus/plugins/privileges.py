@@ -43,6 +43,7 @@ class Credentials(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...]
+    """The supplementary groups, sorted; empty when they are cleared."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ class Privileges(Plugin):
         except ChannelFailures as failures:
             reasons = "; ".join(str(exc) for _, exc in failures.failures)
             raise ProcessError(f"not dropping privileges: {reasons}") from failures
-        _drop(target, options.supplementary_groups)
+        _drop(target)
         _verify(target)
         self.bus.log(
             f"Dropped privileges to user {target.user} (uid {target.uid}), gid {target.gid}, "
-            f"groups {sorted(set(target.groups))}"
+            f"groups {list(target.groups)}"
         )
 
 
@@ -132,9 +133,9 @@ def resolve(
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
             raise ConfigError(f"unknown group {group!r}: not in the group database") from None
-    groups: tuple[int, ...] = (gid,)
+    groups: tuple[int, ...] = ()
     if supplementary_groups and entry is not None:
-        groups = tuple(os.getgrouplist(entry.pw_name, gid))
+        groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, gid))))
     return Credentials(name, uid, gid, groups)
 
 
@@ -150,12 +151,9 @@ def _already(target: Credentials) -> bool:
     return set(os.getresuid()) == {target.uid} and set(os.getresgid()) == {target.gid}
 
 
-def _drop(target: Credentials, supplementary_groups: bool) -> None:
+def _drop(target: Credentials) -> None:
     try:
-        if supplementary_groups and target.groups != (target.gid,):
-            os.initgroups(target.user, target.gid)
-        else:
-            os.setgroups([])
+        os.setgroups(target.groups)  # what initgroups would set, computed by resolve()
         os.setresgid(target.gid, target.gid, target.gid)
         os.setresuid(target.uid, target.uid, target.uid)
     except OSError as exc:
@@ -172,8 +170,7 @@ def _verify(target: Credentials) -> None:
             f"after dropping privileges the ids are uid {uids}, gid {gids}; "
             f"expected {target.uid} and {target.gid}: aborting"
         )
-    groups = set(os.getgroups()) - {target.gid}
-    if groups != set(target.groups) - {target.gid}:
+    if set(os.getgroups()) != set(target.groups):
         raise ProcessError(
             f"after dropping privileges the groups are {sorted(os.getgroups())}; "
             f"expected {sorted(target.groups)}: aborting"
