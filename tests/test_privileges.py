@@ -142,3 +142,14 @@ def test_resolve_names_and_numbers() -> None:
     credentials = resolve("nobody", "0", supplementary_groups=False)
     assert (credentials.uid, credentials.gid, credentials.groups) == (NOBODY.pw_uid, 0, ())
     assert resolve(4242424, 4242424).user == "4242424"
+
+
+def test_umask_alone_is_set_without_root_or_a_user(bus: Bus) -> None:
+    Privileges(bus, PrivilegesOptions(umask=0o027)).subscribe()
+    old = os.umask(0o022)
+    try:
+        bus.start()
+        assert os.umask(0o022) == 0o027
+        bus.stop()
+    finally:
+        os.umask(old)
