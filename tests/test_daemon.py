@@ -145,3 +145,27 @@ def test_restart_does_not_daemonize_again_and_keeps_the_pid_file(
     assert read_running_pid(path) == pid
     _stop(child, daemons, pid)
     assert not path.exists()
+
+
+def test_failure_inside_the_daemon_itself_is_reported(spawn: Spawn, daemons: Daemons) -> None:
+    child = spawn([SCRIPT, "--daemon", "--chdir", "/no/such/directory"])
+    assert child.wait() == 1
+    stderr = child.stderr()
+    assert "daemon failed to start: Start failed in sitebus.plugins.daemon.Daemon.start" in stderr
+    assert "No such file or directory" in stderr and "/no/such/directory" in stderr
+    child.expect("start-failed")
+    daemons.expect_gone(child, 0)
+
+
+def test_already_running_is_said_where_the_daemon_was_launched(
+    spawn: Spawn, daemons: Daemons, tmp_path: Path
+) -> None:
+    path = tmp_path / "site.pid"
+    holder = spawn([SCRIPT, "--pidfile", str(path)])
+    holder.expect("started 0")
+    child = spawn([SCRIPT, "--daemon", "--pidfile", str(path)])
+    assert child.wait() == 1
+    assert f"already running as PID {holder.pid} ({path})" in child.stderr(), child.output()
+    child.expect("start-failed")
+    daemons.expect_gone(child, 0)
+    assert read_running_pid(path) == holder.pid

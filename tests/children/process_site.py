@@ -35,6 +35,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--stdout")
     parser.add_argument("--stderr")
     parser.add_argument("--umask", type=lambda text: int(text, 8))
+    parser.add_argument("--chdir", default="/")
     parser.add_argument("--pidfile")
     parser.add_argument("--user")
     parser.add_argument("--group")
@@ -89,7 +90,9 @@ def main() -> int:
         actions = dict(entry.split("=", 1) for entry in args.signal)
         Signals(bus, SignalsOptions(actions)).subscribe()
     if args.daemon:
-        options = DaemonOptions(stdout=args.stdout, stderr=args.stderr, umask=args.umask)
+        options = DaemonOptions(
+            chdir=args.chdir, stdout=args.stdout, stderr=args.stderr, umask=args.umask
+        )
         Daemon(bus, options).subscribe()
     if args.pidfile:
         Pidfile(bus, PidfileOptions(args.pidfile)).subscribe()
