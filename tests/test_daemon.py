@@ -84,9 +84,11 @@ def test_daemon_detaches_and_the_launcher_exits_zero(spawn: Spawn, daemons: Daem
 def test_daemon_appends_to_log_files_with_a_safe_mode(
     spawn: Spawn, daemons: Daemons, tmp_path: Path
 ) -> None:
+    """Relative log paths mean the launch directory, not the daemon's working one."""
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     out.write_text("before\n")
-    child = spawn([SCRIPT, "--daemon", "--stdout", str(out), "--stderr", str(err)])
+    script = str(Path(SCRIPT).resolve())
+    child = spawn([script, "--daemon", "--stdout", "out.log", "--stderr", "err.log"], cwd=tmp_path)
     assert child.wait() == 0, child.output()
     facts = daemons.facts(child)
     assert (facts["fd1"], facts["fd2"]) == (str(out), str(err))

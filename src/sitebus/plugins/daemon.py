@@ -112,15 +112,17 @@ class Daemon(Plugin):
         self.bus.log(f"Daemonized: PID {os.getpid()}")
 
     def _detach(self) -> None:
+        # The umask first: it shapes the mode of new log files. The log files
+        # before the chdir: relative paths mean the launch directory.
         options = self.options
-        if options.chdir is not None:
-            os.chdir(options.chdir)
         if options.umask is not None:
             os.umask(options.umask)
         _redirect(0, os.devnull, os.O_RDONLY)
         appending = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         _redirect(1, options.stdout or os.devnull, appending)
         _redirect(2, options.stderr or os.devnull, appending)
+        if options.chdir is not None:
+            os.chdir(options.chdir)
 
     @priority(PRIORITY)
     def exit(self) -> None:
