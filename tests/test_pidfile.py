@@ -205,3 +205,22 @@ def test_read_running_pid_from_the_site_itself_keeps_the_lock(bus: Bus, tmp_path
     assert read_running_pid(path) == os.getpid()
     assert read_running_pid(path) == os.getpid()
     bus.stop()
+
+
+def test_dropped_user_can_remove_the_file_from_a_sticky_directory(
+    spawn: Spawn, open_dir: Path
+) -> None:
+    """In a sticky world-writable directory (like /tmp) the file is given to the user."""
+    open_dir.chmod(0o1777)
+    path = open_dir / "site.pid"
+    child = spawn([SCRIPT, "--pidfile", str(path), "--user", "nobody"])
+    child.expect("started 0")
+    child.expect("ids 65534,65534,65534")
+    assert path.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    child.signal(signal.SIGTERM)
+    child.expect("stop")
+    child.expect("exit")
+    child.expect("exited 0")
+    assert child.wait() == 0
+    assert not path.exists()

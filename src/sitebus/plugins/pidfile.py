@@ -181,21 +181,16 @@ class Pidfile(Plugin):
         if self._fd is None or credentials.uid == 0:
             return
         directory = os.stat(self.path.parent)
-        held = os.fstat(self._fd)
         if not _may_write(directory, credentials):
-            why = "cannot write to its directory"
-        elif directory.st_mode & stat.S_ISVTX and credentials.uid not in (
-            directory.st_uid,
-            held.st_uid,
-        ):
-            why = "does not own it and its directory is sticky"
-        else:
-            return
-        raise ProcessError(
-            f"after dropping privileges, user {credentials.user!r} could not remove the "
-            f"PID file {str(self.path)!r} at exit: it {why}; give that user write "
-            f"access to {str(self.path.parent)!r} or put the PID file elsewhere"
-        )
+            raise ProcessError(
+                f"after dropping privileges, user {credentials.user!r} could not remove the "
+                f"PID file {str(self.path)!r} at exit: it cannot write to the directory; "
+                f"give that user write access to {str(self.path.parent)!r} or put the "
+                "PID file elsewhere"
+            )
+        if directory.st_mode & stat.S_ISVTX and credentials.uid != directory.st_uid:
+            # In a sticky directory (/tmp) only a file's owner may remove it.
+            os.fchown(self._fd, credentials.uid, credentials.gid)
 
     def _check_directory(self) -> None:
         directory = self.path.parent
