@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -190,3 +191,23 @@ def test_child_custom_map_from_options(site: Callable[..., Child]) -> None:
     child.signal(signal.SIGTERM)  # ignored
     child.signal(signal.SIGUSR2)
     _expect_clean_exit(child)
+
+
+def test_child_one_ctrl_c_while_starting_exits_once_started(spawn: Spawn) -> None:
+    child = spawn([SCRIPT, "--hold-start"])
+    child.expect("holding")
+    child.signal(signal.SIGINT)
+    child.release()
+    child.expect("started 0")
+    _expect_clean_exit(child)
+
+
+def test_child_second_ctrl_c_while_starting_aborts_the_hung_start(spawn: Spawn) -> None:
+    child = spawn([SCRIPT, "--hold-start"])
+    child.expect("holding")
+    child.signal(signal.SIGINT)
+    os.write(child._hold_write, b"pi\n")  # two signals sent at once would merge into one
+    child.expect("pong")
+    child.signal(signal.SIGINT)
+    assert child.wait() == -signal.SIGINT, child.output()
+    assert "KeyboardInterrupt" in child.stderr()

@@ -2,7 +2,7 @@
 
 Options choose the plugins (--daemon, --pidfile PATH, --user/--group, signals
 always unless --no-signals) and what to do (--fail-start, --restart-once,
---tty, --become USER to run unprivileged, --thread to leave a thread
+--hold-start, --tty, --become USER to run unprivileged, --thread to leave a thread
 running). Reports: ``started GEN PID``, ``ids ...`` after each start,
 ``daemon ...`` in a daemon, ``graceful``, ``stop``, ``exit``, ``exited N``,
 ``start-failed MESSAGE``.
@@ -43,6 +43,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--become")
     parser.add_argument("--thread", action="store_true")
     parser.add_argument("--fail-start", action="store_true")
+    parser.add_argument("--hold-start", action="store_true")
     parser.add_argument("--restart-once", action="store_true")
     return parser.parse_args()
 
@@ -67,6 +68,17 @@ def daemon_facts() -> str:
         f"daemon {os.getpid()} ppid={os.getppid()} sid={os.getsid(0)} "
         f"cwd={os.getcwd()} umask={umask:03o} {fds}"
     )
+
+
+def hold_until_released() -> None:
+    """Block until the test releases us ("go"); answer each "pi" with "pong".
+
+    A pong tells the test that every signal sent before the ping was handled:
+    the read was interrupted, the handler ran, then the read resumed.
+    """
+    fd = int(os.environ["SITEBUS_TEST_HOLD_FD"])
+    while os.read(fd, 3) == b"pi\n":
+        report("pong")
 
 
 def main() -> int:
@@ -104,6 +116,9 @@ def main() -> int:
 
     @bus.subscribe("start")
     def started() -> None:
+        if args.hold_start:
+            report("holding")
+            hold_until_released()
         if args.fail_start:
             raise OSError("[Errno 98] address already in use: 127.0.0.1:8080")
 

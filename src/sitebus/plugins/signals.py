@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ..bus import State
 from ..errors import ConfigError, StateError
 from ..plugin import Plugin
 
@@ -100,13 +101,16 @@ class Signals(Plugin):
 
     Only the main thread may install handlers; from any other thread
     ``subscribe()`` raises ``StateError``. SIGTERM and SIGINT exit with status
-    0: being asked to stop is not a failure.
+    0: being asked to stop is not a failure. A second SIGINT while the bus is
+    starting raises ``KeyboardInterrupt`` there, so Ctrl-C twice aborts a
+    start that hangs.
     """
 
     def __init__(self, bus: Bus, options: SignalsOptions | None = None) -> None:
         super().__init__(bus)
         self.options = options if options is not None else SignalsOptions()
         self._previous: list[tuple[signal.Signals, Handler]] = []
+        self._interrupted_start = False
 
     def subscribe(self) -> None:
         """Install a handler for every signal in the map (once; again does nothing)."""
@@ -133,10 +137,28 @@ class Signals(Plugin):
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         super().unsubscribe()
 
+    def state(self, state: State) -> None:
+        """A new start begins with no Ctrl-C pending."""
+        if state is not State.STARTING:
+            self._interrupted_start = False
+
+    def _interrupt(self, _signum: int, _frame: FrameType | None) -> None:
+        # A start listener may hang (a database that does not answer). Requests
+        # wait for block(), so a second Ctrl-C while starting aborts the start
+        # as Python's own handler would; start() then rolls back. Only SIGINT:
+        # a burst of SIGTERM from a supervisor must still coalesce.
+        if self.bus.state is State.STARTING:
+            if self._interrupted_start:
+                raise KeyboardInterrupt
+            self._interrupted_start = True
+        self.bus.request_exit()
+
     def _handler(self, signum: signal.Signals, action: str) -> Handler:
         bus = self.bus
         if action == "ignore":
             return signal.SIG_IGN
+        if action == "exit" and signum is signal.SIGINT:
+            return self._interrupt
         if action == "exit":
             return lambda _signum, _frame: bus.request_exit()
         if action == "graceful":
