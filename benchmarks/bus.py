@@ -204,7 +204,7 @@ def table(title: str, unit: str, rows: dict[str, list[float]], baseline: str = "
     for name, samples in rows.items():
         median = statistics.median(samples)
         p95 = sorted(samples)[max(0, round(0.95 * len(samples)) - 1)]
-        ratio = f"{median / base:.2f}x" if base else "-"
+        ratio = f"{median / base:.2g}x" if base else "-"
         print(f"  {name:<22}{median:>16.3f}{p95:>14.3f}{ratio:>14}")
 
 

@@ -148,7 +148,11 @@ class Bus:
     @property
     def restarting(self) -> bool:
         """True once a restart is under way: stop listeners keep what must survive exec."""
-        return self._restart_request and self._exiting_in_block
+        return self._exiting_in_block and self._restart_wanted()
+
+    def _restart_wanted(self) -> bool:
+        # An exit request beats a restart request: SIGTERM means stop for good.
+        return self._restart_request and self._exit_request is None
 
     # -- channels -----------------------------------------------------------
 
@@ -408,14 +412,15 @@ class Bus:
     def request_exit(self, status: int = 0) -> None:
         """Ask ``block()`` to exit. Safe in a signal handler: no lock, no waiting.
 
-        Asking again while ``block()`` is already stopping the site, from the
-        main thread (a second SIGTERM or Ctrl-C), makes it give up on the
-        remaining listeners and return at once.
+        Asking again while ``block()`` is already stopping the site for an
+        exit, from the main thread (a second SIGTERM or Ctrl-C), makes it give
+        up on the remaining listeners and return at once. An exit request that
+        arrives while a restart is tearing down turns the restart into an exit.
         """
-        if self._exiting_in_block and threading.current_thread() is threading.main_thread():
-            raise _ForcedExit
         if self._exit_request is None:
             self._exit_request = status
+        elif self._exiting_in_block and threading.current_thread() is threading.main_thread():
+            raise _ForcedExit
         self._wake()
 
     def request_restart(self) -> None:
@@ -484,7 +489,7 @@ class Bus:
             self._wakeup = None
             wakeup.close()
         self._join_threads()
-        if self._restart_request:
+        if self._restart_wanted():
             self._reexec()
             return 1
         return self._status
