@@ -124,6 +124,10 @@ def _same_file(fd: int, path: Path) -> bool:
 class Pidfile(Plugin):
     """Writes and locks the PID file at start; removes it at stop, unless restarting.
 
+    A restart keeps the file through stop and hands it to the next image at
+    exit; if an exit request turned the restart into an exit meanwhile, the
+    file is removed then instead.
+
     Start fails with ``AlreadyRunningError`` (``already running as PID N
     (path)``) when a live site holds the file, replaces a stale file with a
     log line, and fails with ``ProcessError`` when the directory is missing or
@@ -157,11 +161,24 @@ class Pidfile(Plugin):
 
     @priority(PRIORITY)
     def stop(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
+        if self._fd is not None and not self.bus.restarting:
+            self._release()
+
+    @priority(PRIORITY)
+    def exit(self) -> None:
+        """Hand the file over to the re-exec, or remove it if the restart became an exit."""
+        if self._fd is None:
             return
         if self.bus.restarting:
+            fd, self._fd = self._fd, None
             self._hand_over(fd)
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        """Remove the file if it is still ours, then drop the lock."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
             if _same_file(fd, self.path) and _read_pid(fd) == os.getpid():
