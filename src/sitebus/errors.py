@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ChannelFailures", "SitebusError", "StartError", "StateError"]
+__all__ = ["ChannelFailures", "OptionError", "SitebusError", "StartError", "StateError"]
 
 
 class SitebusError(Exception):
@@ -21,6 +21,14 @@ class StateError(SitebusError):
 
     For example ``start()`` on a bus that is exiting, ``restart()`` when no
     ``block()`` runs to carry it out, or ``block()`` outside the main thread.
+    """
+
+
+class OptionError(SitebusError, ValueError):
+    """Raised when a plugin is given an option value it cannot use.
+
+    The message quotes the value and says what was expected. It is also a
+    ``ValueError``, so code that validates input generically catches it.
     """
 
 
