@@ -93,6 +93,7 @@ def test_graceful_reopens_the_file_after_logrotate_moved_it(
 ) -> None:
     path = tmp_path / "site.log"
     logs(file=path)
+    bus.subscribe("graceful", lambda: bus.log("reloading config"))
     bus.start()
     bus.log("before rotation")
     rotated = tmp_path / "site.log.1"
@@ -105,6 +106,7 @@ def test_graceful_reopens_the_file_after_logrotate_moved_it(
     assert "Bus starting" in old and "before rotation" in old and "still to the open" in old
     assert "after rotation" not in old
     assert "after rotation" in new and "Bus stopped" in new
+    assert "reloading config" in new, "the file is reopened before other graceful listeners"
 
 
 def test_failed_reopen_is_logged_and_the_old_file_kept(

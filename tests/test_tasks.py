@@ -299,6 +299,17 @@ def test_add_while_started_runs_and_remove_stops(
         tasks.remove(task)
 
 
+def test_unsubscribe_while_started_stops_the_task_threads(bus: Bus, clock: ManualClock) -> None:
+    plugin = Tasks(bus, TasksOptions(clock=clock))
+    plugin.subscribe()
+    plugin.add(10, print, name="orphan")
+    bus.start()
+    clock.wait_for_sleepers(1, until=10)
+    plugin.unsubscribe()
+    assert not any(t.name == "sitebus-task orphan" for t in threading.enumerate())
+    bus.stop()
+
+
 def test_task_threads_are_registered_with_the_bus(bus: Bus, tasks: Tasks) -> None:
     tasks.add(10, print, name="registered")
     bus.start()

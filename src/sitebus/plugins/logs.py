@@ -31,13 +31,24 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import OptionError, describe
-from ..plugin import Plugin
+from ..plugin import Plugin, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["FORMATS", "TEXT_FORMAT", "JsonFormatter", "Logs", "LogsOptions", "TextFormatter"]
+__all__ = [
+    "FORMATS",
+    "PRIORITY",
+    "TEXT_FORMAT",
+    "JsonFormatter",
+    "Logs",
+    "LogsOptions",
+    "TextFormatter",
+]
 
+# The logging slot in the project's order: its graceful listener reopens the
+# file before the other graceful listeners log what they reload.
+PRIORITY = 5
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -211,6 +222,7 @@ class Logs(Plugin):
 
     # -- listeners ----------------------------------------------------------
 
+    @priority(PRIORITY)
     def graceful(self) -> None:
         """Reopen the log file (after logrotate moved it); failures are logged."""
         self.reopen()

@@ -225,6 +225,11 @@ class Tasks(Plugin):
             runs = self._halt_locked(self._tasks)
         self._join(runs)
 
+    def unsubscribe(self) -> None:
+        """Stop listening, and stop the task threads: nothing would stop them later."""
+        super().unsubscribe()
+        self.stop()
+
     def state(self, state: State) -> None:
         """Runs may begin only in STARTED: leaving it holds every task at once."""
         with self._changed:
