@@ -271,3 +271,16 @@ def test_concurrent_threads_never_share_an_index(bus: Bus, threads: Threads) -> 
     assert not any(w.is_alive() for w in workers)
     assert problems == []
     assert live == {}
+
+
+def test_a_start_thread_listener_may_stop_the_bus() -> None:
+    """Stop from inside start_thread (teardown in the calling thread) does not deadlock."""
+    bus = Bus(listener_timeout=None)
+    plugin = Threads(bus)
+    plugin.subscribe()
+    stopped: list[int] = []
+    bus.subscribe("start_thread", lambda index: bus.stop())
+    bus.subscribe("stop_thread", stopped.append)
+    bus.start()
+    assert in_thread(plugin.acquire_thread, "stopper") == 1
+    assert stopped == [1] and bus.state is State.STOPPED

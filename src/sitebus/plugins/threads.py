@@ -158,9 +158,12 @@ class Threads(Plugin):
 
     def release_all(self) -> None:
         """Release every known thread; raise one ``ChannelFailures`` after all ran."""
+        me = threading.current_thread()
         with self._changed:
             snapshot = list(self._held.items())
-            self._changed.wait_for(lambda: not any(h.starting for _, h in snapshot))
+            # Not our own start_thread, if a listener of it stops the bus.
+            others = [h for t, h in snapshot if t is not me]
+            self._changed.wait_for(lambda: not any(h.starting for h in others))
             indexes: list[int] = []
             for thread, held in snapshot:
                 if self._held.get(thread) is held:
