@@ -198,6 +198,7 @@ def test_standard_error_is_the_default(
         ({"format": "xml"}, "log format 'xml' is not one of text, json"),
         ({"level": "LOUD"}, "log level 'LOUD' is not one of DEBUG, INFO, WARNING"),
         ({"level": -1}, "log level -1 is not one of"),
+        ({"text_format": "%(oops"}, "text_format '%\\(oops' is not a logging format string"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict[str, Any], message: str) -> None:

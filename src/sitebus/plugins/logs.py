@@ -87,6 +87,12 @@ class LogsOptions:
         if self.format not in FORMATS:
             raise OptionError(f"log format {self.format!r} is not one of {', '.join(FORMATS)}")
         level_number(self.level)
+        try:
+            TextFormatter(self.text_format)
+        except ValueError as exc:
+            raise OptionError(
+                f"text_format {self.text_format!r} is not a logging format string: {exc}"
+            ) from exc
         if not isinstance(self.handlers, tuple):
             object.__setattr__(self, "handlers", tuple(self.handlers))
 
