@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import signal
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import Child
 from sitebus import Bus
 from sitebus.errors import OptionError
 from sitebus.plugins.logs import JsonFormatter, Logs, LogsOptions
@@ -222,3 +224,32 @@ def test_unopenable_file_is_a_clear_error_and_leaves_the_logger_alone(
 def test_json_formatter_stands_alone() -> None:
     record = logging.LogRecord("app", logging.INFO, __file__, 1, "n=%d", (3,), None)
     assert json.loads(JsonFormatter().format(record))["message"] == "n=3"
+
+
+def test_real_site_rotates_its_json_log_on_sigusr1_and_stops_its_task_on_sigterm(
+    spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    """A child under block(): logrotate's rename + SIGUSR1 moves the log to a new
+    file; SIGTERM stops the hourly task and releases the request thread at once."""
+    path = tmp_path / "site.jsonl"
+    child = spawn(["tests/children/runtime_site.py", str(path)])
+    reports = {child.next_report() for _ in range(3)}
+    assert reports == {"task failure logged", "request holds 1", "started"}, child.output()
+    rotated = tmp_path / "site.jsonl.1"
+    path.rename(rotated)
+    child.signal(signal.SIGUSR1)
+    child.expect("graceful")
+    child.signal(signal.SIGTERM)
+    child.expect("stop_thread 1")
+    child.expect("exited 0")
+    assert child.wait() == 0, child.output()
+
+    old = [json.loads(line) for line in lines(rotated)]
+    new = [json.loads(line) for line in lines(path)]
+    assert [e["message"] for e in old][-1] == "Bus graceful", "logged before the reopen"
+    failure = next(e for e in old if e["message"].startswith("Task 'tick' failed"))
+    assert failure["exception"].endswith("RuntimeError: the run fails on purpose")
+    messages = [e["message"] for e in new]
+    assert messages[0] == "Bus stopping"
+    assert "Bus stopped" in messages and "Bus exiting" in messages
+    assert not any("still running" in m for m in messages), messages
