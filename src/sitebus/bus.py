@@ -64,6 +64,20 @@ _HELD_SIGNALS = frozenset(
 _HELD_SIGNALS_ENV = "SITEBUS_HELD_SIGNALS"
 
 
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under us: nothing to return to
+        return None
+
+
+# The directory the process was started from, read when sitebus is imported,
+# before a daemon changes to "/": a re-exec goes back there first, or a
+# relative script path (or ``-m`` with the current directory on sys.path)
+# would no longer resolve.
+_LAUNCH_DIR = _getcwd()
+
+
 class State(Enum):
     """The states of a bus; see the module docstring for the transitions."""
 
@@ -532,6 +546,13 @@ class Bus:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+        if _LAUNCH_DIR is not None and _getcwd() != _LAUNCH_DIR:
+            try:
+                os.chdir(_LAUNCH_DIR)
+            except OSError as exc:
+                self.log(
+                    f"Cannot return to {_LAUNCH_DIR} to re-exec: {describe(exc)}", logging.ERROR
+                )
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         os.environ[_HELD_SIGNALS_ENV] = ",".join(str(int(s)) for s in _HELD_SIGNALS - held)
         try:

@@ -38,9 +38,6 @@ PRIORITY = 10
 # Holds the daemon's PID; a re-exec keeps PID and environment, so the next
 # image sees it is already a daemon. An unrelated child process has another PID.
 _DAEMON_ENV = "SITEBUS_DAEMON_PID"
-# The directory the site was launched from: a re-exec must run from there, or
-# a relative script path in the command line (or ``-m`` on sys.path[0]) is lost.
-_LAUNCH_DIR_ENV = "SITEBUS_DAEMON_LAUNCH_DIR"
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class Daemon(Plugin):
     @priority(PRIORITY)
     def start(self) -> None:
         if self.daemonized:
-            if self.options.chdir is not None:  # the re-exec ran in the launch directory
+            if self.options.chdir is not None:  # the bus re-execs from the launch directory
                 os.chdir(self.options.chdir)
             return
         others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
@@ -106,7 +103,6 @@ class Daemon(Plugin):
             # ends here without Python's exit machinery.
             os._exit(0)
         os.environ[_DAEMON_ENV] = str(os.getpid())
-        os.environ[_LAUNCH_DIR_ENV] = os.getcwd()
         self._report_fd = write_fd
         self._detach()
         self.bus.log(f"Daemonized: PID {os.getpid()}")
@@ -123,19 +119,6 @@ class Daemon(Plugin):
         _redirect(2, options.stderr or os.devnull, appending)
         if options.chdir is not None:
             os.chdir(options.chdir)
-
-    @priority(PRIORITY)
-    def exit(self) -> None:
-        """Before a re-exec, go back to the launch directory, where the command line works."""
-        launch_dir = os.environ.get(_LAUNCH_DIR_ENV)
-        if self.bus.restarting and self.daemonized and launch_dir is not None:
-            try:
-                os.chdir(launch_dir)
-            except OSError as exc:
-                self.bus.log(
-                    f"Cannot return to {launch_dir!r} for the re-exec: {exc.strerror}",
-                    logging.ERROR,
-                )
 
     def log(self, message: str, level: int, exc: BaseException | None) -> None:
         """Remember the start failure the bus logs (else the first error) for the report."""
