@@ -34,8 +34,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
-import shlex
 import signal
 import sys
 import threading
@@ -46,6 +44,7 @@ from enum import Enum
 from typing import Any, NamedTuple, TypeVar, overload
 
 from ._calls import ListenerTiming, Record, call_each, call_each_with_deadline, failures_of
+from ._reexec import reexec, release_held_signals
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
@@ -54,28 +53,6 @@ __all__ = ["DEFAULT_PRIORITY", "TEARDOWN_CHANNELS", "Bus", "ListenerTiming", "St
 DEFAULT_PRIORITY = 50
 TEARDOWN_CHANNELS = frozenset({"stop", "exit"})
 C = TypeVar("C", bound=Callable[..., Any])
-
-# Signals held back across a re-exec: a signal that lands while the new image
-# boots would otherwise meet the default action (death) before any handler is
-# installed. They stay pending and are delivered once block() runs again.
-_HELD_SIGNALS = frozenset(
-    {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
-)
-_HELD_SIGNALS_ENV = "SITEBUS_HELD_SIGNALS"
-
-
-def _getcwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:  # the directory was removed under us: nothing to return to
-        return None
-
-
-# The directory the process was started from, read when sitebus is imported,
-# before a daemon changes to "/": a re-exec goes back there first, or a
-# relative script path (or ``-m`` with the current directory on sys.path)
-# would no longer resolve.
-_LAUNCH_DIR = _getcwd()
 
 
 class State(Enum):
@@ -491,7 +468,7 @@ class Bus:
         # main thread so that the Python handler runs at once.
         previous_wakeup_fd = signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
         self._blocking = True
-        _release_held_signals()
+        release_held_signals()
         try:
             self._serve_requests(wakeup)
         except (KeyboardInterrupt, _ForcedExit):
@@ -504,7 +481,7 @@ class Bus:
             wakeup.close()
         self._join_threads()
         if self._restart_wanted():
-            self._reexec()
+            reexec(self.log)
             return 1
         return self._status
 
@@ -539,33 +516,3 @@ class Bus:
                 + ", ".join(stuck),
                 logging.WARNING,
             )
-
-    def _reexec(self) -> None:
-        argv = [sys.executable, *sys.orig_argv[1:]]
-        self.log(f"Re-executing: {shlex.join(argv)}")
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        if _LAUNCH_DIR is not None and _getcwd() != _LAUNCH_DIR:
-            try:
-                os.chdir(_LAUNCH_DIR)
-            except OSError as exc:
-                self.log(
-                    f"Cannot return to {_LAUNCH_DIR} to re-exec: {describe(exc)}", logging.ERROR
-                )
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        os.environ[_HELD_SIGNALS_ENV] = ",".join(str(int(s)) for s in _HELD_SIGNALS - held)
-        try:
-            os.execv(sys.executable, argv)
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            self.log(f"Re-exec of {sys.executable} failed: {describe(exc)}", logging.ERROR)
-
-
-def _release_held_signals() -> None:
-    """Unblock the signals a re-exec held back, so pending ones are delivered now."""
-    held = os.environ.pop(_HELD_SIGNALS_ENV, None)
-    if held:
-        signal.pthread_sigmask(
-            signal.SIG_UNBLOCK, {signal.Signals(int(s)) for s in held.split(",")}
-        )
