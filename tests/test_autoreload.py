@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sitebus import Bus, StartError
-from sitebus.errors import AutoreloadError
+from sitebus.errors import ConfigError
 from sitebus.plugins._sources import Pattern, is_ignored, module_files
 from sitebus.plugins._watchers import PollingWatcher, WatcherUnavailable, WatchLimitReached
 from sitebus.plugins.autoreload import DEFAULT_IGNORE, Autoreload, AutoreloadOptions
@@ -76,7 +76,7 @@ def start(bus: Bus, running: list[Autoreload], plugin: Autoreload) -> Autoreload
     ],
 )
 def test_options_refuse_bad_values_quoting_them(options: dict[str, object], message: str) -> None:
-    with pytest.raises(AutoreloadError, match=message):
+    with pytest.raises(ConfigError, match=message):
         AutoreloadOptions(**options)  # type: ignore[arg-type]  # wrong types on purpose
 
 

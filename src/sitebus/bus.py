@@ -34,8 +34,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
-import shlex
 import signal
 import sys
 import threading
@@ -45,7 +43,8 @@ from contextlib import contextmanager
 from enum import Enum
 from typing import Any, NamedTuple, TypeVar, overload
 
-from ._calls import ListenerTiming, call_each, call_each_with_deadline
+from ._calls import ListenerTiming, Record, call_each, call_each_with_deadline, failures_of
+from ._reexec import reexec, release_held_signals
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
@@ -54,14 +53,6 @@ __all__ = ["DEFAULT_PRIORITY", "TEARDOWN_CHANNELS", "Bus", "ListenerTiming", "St
 DEFAULT_PRIORITY = 50
 TEARDOWN_CHANNELS = frozenset({"stop", "exit"})
 C = TypeVar("C", bound=Callable[..., Any])
-
-# Signals held back across a re-exec: a signal that lands while the new image
-# boots would otherwise meet the default action (death) before any handler is
-# installed. They stay pending and are delivered once block() runs again.
-_HELD_SIGNALS = frozenset(
-    {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
-)
-_HELD_SIGNALS_ENV = "SITEBUS_HELD_SIGNALS"
 
 
 class State(Enum):
@@ -105,7 +96,7 @@ class Bus:
         self.listener_timeout = listener_timeout
         self.thread_join_timeout = thread_join_timeout
         self.logger = logger
-        self.timings: dict[str, tuple[ListenerTiming, ...]] = {}
+        self._records: dict[str, list[Record]] = {}
         # Copy on write: publish reads these without a lock; writers replace them.
         self._callbacks: dict[str, tuple[Callable[..., Any], ...]] = {}
         self._entries: dict[str, tuple[_Entry, ...]] = {}
@@ -135,9 +126,24 @@ class Bus:
         return self._state
 
     @property
+    def timings(self) -> dict[str, tuple[ListenerTiming, ...]]:
+        """How long each listener took in the last start, stop and exit, by channel."""
+        return {
+            channel: tuple(
+                ListenerTiming(channel, listener_name(callback), seconds, error)
+                for callback, seconds, error in records
+            )
+            for channel, records in self._records.items()
+        }
+
+    @property
     def restarting(self) -> bool:
         """True once a restart is under way: stop listeners keep what must survive exec."""
-        return self._restart_request and self._exiting_in_block
+        return self._exiting_in_block and self._restart_wanted()
+
+    def _restart_wanted(self) -> bool:
+        # An exit request beats a restart request: SIGTERM means stop for good.
+        return self._restart_request and self._exit_request is None
 
     # -- channels -----------------------------------------------------------
 
@@ -267,13 +273,12 @@ class Bus:
             self._set_state(State.STARTING)
             self.log("Bus starting")
             try:
-                timings, failures = call_each(
-                    "start", self._callbacks.get("start", ()), stop_at_first_error=True
-                )
+                records = call_each(self._callbacks.get("start", ()), stop_at_first_error=True)
             except BaseException:  # Ctrl-C or SystemExit mid-start: tear down, then let it go
                 self._stop_locked()
                 raise
-            self.timings["start"] = tuple(timings)
+            self._records["start"] = records
+            failures = failures_of(records)
             if failures:
                 callback, exc = failures[0]
                 name = listener_name(callback)
@@ -341,14 +346,13 @@ class Bus:
     def _teardown(self, channel: str) -> list[tuple[Callable[..., Any], Exception]]:
         callbacks = self._callbacks.get(channel, ())
         if self.listener_timeout is None:
-            timings, failures = call_each(channel, callbacks, stop_at_first_error=False)
+            records = call_each(callbacks, stop_at_first_error=False)
         else:
             in_main = threading.current_thread() is threading.main_thread()
             wakeup = self._wakeup if in_main else None
-            timings, failures = call_each_with_deadline(
-                channel, callbacks, self.listener_timeout, wakeup
-            )
-        self.timings[channel] = tuple(timings)
+            records = call_each_with_deadline(channel, callbacks, self.listener_timeout, wakeup)
+        self._records[channel] = records
+        failures = failures_of(records)
         for callback, exc in failures:
             name = listener_name(callback)
             self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", logging.ERROR)
@@ -399,14 +403,15 @@ class Bus:
     def request_exit(self, status: int = 0) -> None:
         """Ask ``block()`` to exit. Safe in a signal handler: no lock, no waiting.
 
-        Asking again while ``block()`` is already stopping the site, from the
-        main thread (a second SIGTERM or Ctrl-C), makes it give up on the
-        remaining listeners and return at once.
+        Asking again while ``block()`` is already stopping the site for an
+        exit, from the main thread (a second SIGTERM or Ctrl-C), makes it give
+        up on the remaining listeners and return at once. An exit request that
+        arrives while a restart is tearing down turns the restart into an exit.
         """
-        if self._exiting_in_block and threading.current_thread() is threading.main_thread():
-            raise _ForcedExit
         if self._exit_request is None:
             self._exit_request = status
+        elif self._exiting_in_block and threading.current_thread() is threading.main_thread():
+            raise _ForcedExit
         self._wake()
 
     def request_restart(self) -> None:
@@ -463,7 +468,7 @@ class Bus:
         # main thread so that the Python handler runs at once.
         previous_wakeup_fd = signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
         self._blocking = True
-        _release_held_signals()
+        release_held_signals()
         try:
             self._serve_requests(wakeup)
         except (KeyboardInterrupt, _ForcedExit):
@@ -473,9 +478,10 @@ class Bus:
             self._blocking = self._exiting_in_block = False
             signal.set_wakeup_fd(previous_wakeup_fd)
             self._wakeup = None
+            wakeup.close()
         self._join_threads()
-        if self._restart_request:
-            self._reexec()
+        if self._restart_wanted():
+            reexec(self.log)
             return 1
         return self._status
 
@@ -510,26 +516,3 @@ class Bus:
                 + ", ".join(stuck),
                 logging.WARNING,
             )
-
-    def _reexec(self) -> None:
-        argv = [sys.executable, *sys.orig_argv[1:]]
-        self.log(f"Re-executing: {shlex.join(argv)}")
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        os.environ[_HELD_SIGNALS_ENV] = ",".join(str(int(s)) for s in _HELD_SIGNALS - held)
-        try:
-            os.execv(sys.executable, argv)
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            self.log(f"Re-exec of {sys.executable} failed: {describe(exc)}", logging.ERROR)
-
-
-def _release_held_signals() -> None:
-    """Unblock the signals a re-exec held back, so pending ones are delivered now."""
-    held = os.environ.pop(_HELD_SIGNALS_ENV, None)
-    if held:
-        signal.pthread_sigmask(
-            signal.SIG_UNBLOCK, {signal.Signals(int(s)) for s in held.split(",")}
-        )

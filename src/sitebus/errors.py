@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["AutoreloadError", "ChannelFailures", "SitebusError", "StartError", "StateError"]
+__all__ = [
+    "AlreadyRunningError",
+    "AutoreloadError",
+    "ChannelFailures",
+    "ConfigError",
+    "ProcessError",
+    "SitebusError",
+    "StartError",
+    "StateError",
+]
 
 
 class SitebusError(Exception):
@@ -22,6 +31,35 @@ class StateError(SitebusError):
     For example ``start()`` on a bus that is exiting, ``restart()`` when no
     ``block()`` runs to carry it out, or ``block()`` outside the main thread.
     """
+
+
+class ConfigError(SitebusError, ValueError):
+    """Raised when an option names something that does not exist or is not allowed.
+
+    For example an unknown signal or action in the signals map, or a user or
+    group that is not in the system's databases. The message quotes the value.
+    """
+
+
+class ProcessError(SitebusError):
+    """Raised when the operating system refuses what a process plugin must do.
+
+    For example a PID file directory that is missing or not writable, forking
+    while other threads run, or changing user without being root.
+    """
+
+
+class AlreadyRunningError(ProcessError):
+    """Raised at start when the PID file is locked by a live site.
+
+    ``pid`` is the PID the file names and ``path`` the PID file.
+    """
+
+    def __init__(self, pid: int | None, path: str) -> None:
+        named = f"PID {pid}" if pid is not None else "an unknown PID"
+        super().__init__(f"already running as {named} ({path})")
+        self.pid = pid
+        self.path = path
 
 
 class ChannelFailures(SitebusError, ExceptionGroup[Exception]):
@@ -70,7 +108,8 @@ class AutoreloadError(SitebusError):
     """Raised when the autoreload plugin cannot watch files as configured.
 
     For example when the ``watchfiles`` backend is asked for and the
-    ``sitebus[reload]`` extra is not installed, or an option is malformed.
+    ``sitebus[reload]`` extra is not installed. Malformed options raise
+    ``ConfigError``.
     """
 
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import AutoreloadError
+from ..errors import AutoreloadError, ConfigError
 
 if TYPE_CHECKING:
     from watchfiles._rust_notify import RustNotify
@@ -84,7 +84,7 @@ def default_watcher(backend: str = "auto", poll_interval: float = 1.0) -> Watche
         from ._inotify import InotifyWatcher
 
         return InotifyWatcher()
-    raise AutoreloadError(
+    raise ConfigError(
         f'autoreload backend "{backend}" is unknown; expected "auto", "inotify",'
         ' "watchfiles" or "poll"'
     )

@@ -40,7 +40,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import AutoreloadError, ChannelFailures, StateError, describe
+from ..errors import ChannelFailures, ConfigError, StateError, describe
 from ..plugin import Plugin, priority
 from ._sources import (
     Pattern,
@@ -108,21 +108,19 @@ class AutoreloadOptions:
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:
-            raise AutoreloadError(
+            raise ConfigError(
                 f"autoreload backend {self.backend!r} is unknown; expected one of {_BACKENDS}"
             )
         if not self.debounce >= 0:
-            raise AutoreloadError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
+            raise ConfigError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
         if not self.poll_interval > 0:
-            raise AutoreloadError(
+            raise ConfigError(
                 f"poll_interval {self.poll_interval!r} must be a number of seconds > 0"
             )
         for name in ("paths", "ignore"):
             value: object = getattr(self, name)
             if isinstance(value, str):
-                raise AutoreloadError(
-                    f"{name} {value!r} must be a sequence of strings, not one string"
-                )
+                raise ConfigError(f"{name} {value!r} must be a sequence of strings, not one string")
 
 
 class _ImportNotifier(importlib.abc.MetaPathFinder):
