@@ -16,11 +16,12 @@ standard-library modules plus 5,000 generated modules, and watches them:
 The children run at the same time, so the systems are measured side by side
 under the same machine load: first all of them idle (CPU seconds from
 ``getrusage`` in each child over the window, scaled to a minute), then one
-file edit at a time, each seen by every system; latency runs from just before
-the write (parent) to the trigger (child), both on the system-wide monotonic
-clock. After each trigger every system is re-armed and reports ready, then a
-random fraction of a second passes before the next edit (CherryPy polls once
-a second). No process is re-executed: restart() is replaced by a report.
+file edit at a time, made in each system's own copy of the tree; latency runs
+from just before the write (parent) to the trigger (child), both on the
+system-wide monotonic clock. After each trigger every system is re-armed and
+reports ready, then a random fraction of a second passes before the next edit
+(CherryPy polls once a second). No process is re-executed: restart() is
+replaced by a report.
 """
 
 from __future__ import annotations
@@ -196,10 +197,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sitebus-bench-autoreload-"))
     children: list[Child] = []
     try:
-        files = generate(workdir / "tree", args.modules)
+        # One tree per system: what one system does in its tree (sitebus removes
+        # stale bytecode) must not show up as events for another.
+        trees = {system: generate(workdir / system, args.modules) for system in systems}
         began = time.monotonic()
-        for system in systems:  # one at a time: the first compiles, the rest read bytecode
-            children.append(Child(system, workdir / "tree"))
+        for system in systems:
+            children.append(Child(system, workdir / system))
             loaded = children[-1].expect("ready")
             print(f"  {SYSTEMS[system]}: {loaded[0]} modules loaded", file=sys.stderr)
         print(f"  children up in {time.monotonic() - began:.1f} s", file=sys.stderr)
@@ -216,19 +219,22 @@ def main() -> None:
         }
 
         latencies: dict[str, list[float]] = {c.system: [] for c in children}
-        step = max(1, len(files) // args.edits)
+        step = max(1, args.modules // args.edits)
         phases = random.Random(5)
         for edit in range(args.edits):
             # A random moment within a second: CherryPy polls every second from
             # its re-arm on, and a fixed delay would always hit the same phase.
             time.sleep(phases.random())
-            path = files[(edit * step + step // 2) % len(files)]
-            text = path.read_text().replace("VALUE = ", f"VALUE = {edit} + ", 1)
-            written = time.monotonic()
-            path.write_text(text)
+            index = (edit * step + step // 2) % args.modules
+            written = {}
+            for child in children:
+                path = trees[child.system][index]
+                text = path.read_text().replace("VALUE = ", f"VALUE = {edit} + ", 1)
+                written[child.system] = time.monotonic()
+                path.write_text(text)
             for child in children:
                 seen = float(child.expect("trigger")[0])
-                latencies[child.system].append((seen - written) * 1000)
+                latencies[child.system].append((seen - written[child.system]) * 1000)
             for child in children:
                 child.send("rearm")
             for child in children:
@@ -256,7 +262,7 @@ def report(args: Any, idle: dict[str, float], latencies: dict[str, list[float]])
     print("-" * len(header))
     for system, values in latencies.items():
         median = statistics.median(values)
-        cpu_ratio = f"{idle[system] / base_cpu:.3f}" if base_cpu else "-"
+        cpu_ratio = f"{idle[system] / base_cpu:.4f}" if base_cpu else "-"
         lat_ratio = f"{median / base_median:.3f}" if base_median else "-"
         print(
             f"{SYSTEMS[system]:<30} {idle[system]:>14.4f} {cpu_ratio:>10}"
