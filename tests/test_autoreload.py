@@ -11,6 +11,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +32,23 @@ class Recorder:
     def __init__(self, bus: Bus) -> None:
         self.reloads: queue.Queue[frozenset[str]] = queue.Queue()
         self.logs: list[str] = []
+        self._logged = threading.Condition()
         bus.subscribe("reload", self.reloads.put)
-        bus.subscribe("log", lambda message, level, exc: self.logs.append(message))
+        bus.subscribe("log", self._log)
+
+    def _log(self, message: str, level: int, exc: BaseException | None) -> None:
+        with self._logged:
+            self.logs.append(message)
+            self._logged.notify_all()
 
     def next_reload(self) -> set[str]:
         return set(self.reloads.get(timeout=WAIT))
+
+    def wait_log(self, text: str) -> str:
+        """The first log line containing ``text``, waiting for it if need be."""
+        with self._logged:
+            assert self._logged.wait_for(lambda: any(text in m for m in self.logs), WAIT)
+            return next(m for m in self.logs if text in m)
 
 
 @pytest.fixture
@@ -128,7 +141,7 @@ def test_content_change_publishes_reload_touch_does_not(
     os.utime(touched, (1, 1))
     edited.write_text("B")
     assert recorder.next_reload() == {str(edited)}
-    assert any("Autoreload cannot restart" in line for line in recorder.logs)
+    assert "needs block()" in recorder.wait_log("Autoreload cannot restart")
 
 
 def test_channel_registration_watches_a_file_that_does_not_exist_yet(

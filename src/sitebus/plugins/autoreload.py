@@ -349,7 +349,11 @@ class Autoreload(Plugin):
             self._add_pattern(pattern)
         # Watch first, then hash: an edit landing in between is still reported.
         self._refresh_dirs()
-        snapshot = {path: _digest(path) for path in self._all_files()}
+        snapshot: dict[str, bytes | None] = {}
+        for path in self._all_files():
+            if self._stopping.is_set():  # a stop right after start need not wait for this
+                return
+            snapshot[path] = _digest(path)
         with self._taken_in:
             self._snapshot.update(snapshot)
             self._taken_in.notify_all()
@@ -480,7 +484,7 @@ class Autoreload(Plugin):
                 )
             return False
         changed = frozenset(self._pending)
-        self.bus.log(f"Autoreload: {', '.join(sorted(changed))} changed; restarting")
+        self.bus.log(f"Autoreload: {_names(changed)} changed; restarting")
         _invalidate_bytecode(p for p in changed if p.endswith(".py"))
         try:
             self.bus.publish("reload", changed)
@@ -494,6 +498,13 @@ class Autoreload(Plugin):
                 self.bus.log(f"Autoreload cannot restart: {exc}", logging.ERROR)
             return False
         return True
+
+
+def _names(paths: Iterable[str], shown: int = 10) -> str:
+    """The paths for a log line: a checkout of hundreds of files stays one short line."""
+    ordered = sorted(paths)
+    text = ", ".join(ordered[:shown])
+    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def _digest(path: str) -> bytes | None:
