@@ -86,11 +86,20 @@ def start(bus: Bus, running: list[Autoreload], plugin: Autoreload) -> Autoreload
         ({"debounce": -1}, "debounce -1 must be"),
         ({"poll_interval": 0}, "poll_interval 0 must be"),
         ({"paths": "templates/*.html"}, "paths 'templates/\\*.html' must be a sequence"),
+        ({"ignore": [1]}, "ignore \\[1\\] must be a sequence of strings"),
     ],
 )
 def test_options_refuse_bad_values_quoting_them(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AutoreloadOptions(**options)  # type: ignore[arg-type]  # wrong types on purpose
+
+
+def test_options_take_a_toml_table_as_is() -> None:
+    table = {"paths": ["templates/*.html"], "ignore": ["*.log"], "debounce": 0.1}
+    options = AutoreloadOptions(**table)  # type: ignore[arg-type]  # lists, as TOML gives them
+    assert options.paths == ("templates/*.html",)
+    assert options.ignore == ("*.log",)
+    assert hash(options)
 
 
 def test_user_modules_are_watched_not_stdlib_nor_installed_packages() -> None:

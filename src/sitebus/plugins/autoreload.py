@@ -94,7 +94,7 @@ class AutoreloadOptions:
     a path. ``debounce`` is the quiet period, in seconds, that ends a burst of
     changes. ``backend`` is "auto" (inotify on Linux, else watchfiles),
     "inotify", "watchfiles" or "poll"; ``poll_interval`` is the period of the
-    polling fallback.
+    polling fallback. ``AutoreloadOptions(**table)`` takes a TOML table as is.
     """
 
     enabled: bool = True
@@ -119,8 +119,13 @@ class AutoreloadOptions:
             )
         for name in ("paths", "ignore"):
             value: object = getattr(self, name)
-            if isinstance(value, str):
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
                 raise ConfigError(f"{name} {value!r} must be a sequence of strings, not one string")
+            items = tuple(os.fspath(i) if isinstance(i, os.PathLike) else i for i in value)
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{name} {value!r} must be a sequence of strings")
+            # Lists from a TOML table become tuples: the options stay immutable.
+            object.__setattr__(self, name, items)
 
 
 class _ImportNotifier(importlib.abc.MetaPathFinder):
