@@ -74,6 +74,7 @@ class InotifyWatcher:
     """
 
     name = "inotify"
+    quiet = 0.0
 
     def __init__(self) -> None:
         self._add_watch = _libc_call("inotify_add_watch")

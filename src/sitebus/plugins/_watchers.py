@@ -52,6 +52,8 @@ class Watcher(Protocol):
     """What the plugin needs from a file watcher; ``interrupt`` is thread-safe."""
 
     name: str
+    quiet: float
+    """Seconds without events that ``wait()`` itself waits for before it returns."""
 
     def add(self, directory: str) -> bool:
         """Watch ``directory``; False if it does not exist (yet)."""
@@ -122,6 +124,7 @@ class PollingWatcher(_Interruptible):
     """Stats each entry of the watched directories every ``interval`` seconds."""
 
     name = "polling"
+    quiet = 0.0
 
     def __init__(self, interval: float = 1.0) -> None:
         super().__init__()
@@ -190,6 +193,7 @@ class WatchfilesWatcher:
     name = "watchfiles"
 
     def __init__(self, step_ms: int = 50) -> None:
+        self.quiet = step_ms / 1000  # it reports once a step passed with no new event
         try:
             from watchfiles._rust_notify import RustNotify
         except ImportError as exc:
@@ -235,7 +239,9 @@ class WatchfilesWatcher:
             self._stop.event.clear()
             return set()
         timeout_ms = 0 if timeout is None else max(1, int(timeout * 1000))
-        result = self._notify.watch(1, self._step_ms, timeout_ms, self._stop)
+        # It returns once a step passes with no new event (at most 1 s after the
+        # first), after "timeout" with none, or when interrupted.
+        result = self._notify.watch(1000, self._step_ms, timeout_ms, self._stop)
         self._stop.event.clear()
         if isinstance(result, str):  # "timeout", "stop" or "signal"
             return set()

@@ -454,7 +454,13 @@ class Autoreload(Plugin):
 
     def _settle(self) -> set[str]:
         """Collect more changes until ``debounce`` seconds pass without one."""
-        quiet = self.options.debounce
+        watcher = self._watcher
+        assert watcher is not None
+        # A watcher that already waited for a quiet step before reporting
+        # (watchfiles) has done part of the job.
+        quiet = self.options.debounce - watcher.quiet
+        if quiet <= 0:
+            return set()
         deadline = time.monotonic() + max(1.0, 20 * quiet)
         more: set[str] = set()
         while not self._stopping.is_set():
