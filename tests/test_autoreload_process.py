@@ -186,3 +186,23 @@ def test_module_imported_after_start_is_watched(site: Callable[..., Child], tree
     child.expect(f"reload {tree / 'late.py'}")
     child.expect("watching 1 1")
     finish(child)
+
+
+def test_edit_during_the_reexec_is_not_lost(site: Callable[..., Child], tree: Path) -> None:
+    """A file modified after the old process last read it, before the new one hashed it,
+    counts as changed: the new process restarts once more, the one after does not."""
+    app = tree / "app.py"
+    since = str(app.stat().st_mtime_ns - 1)  # as if app.py was saved just after that moment
+    child = site(env={"SITEBUS_AUTORELOAD_SINCE": since})
+    child.expect(f"log Autoreload: {app} changed; restarting")
+    child.expect(f"reload {app}")
+    seen = []
+    while not (line := child.next_report()).startswith("watching 1"):
+        seen.append(line)  # the restart may or may not have waited for block()
+    assert set(seen) <= {
+        "watching 0 1 inotify",
+        "log Autoreload: restart() needs block() running in the main thread to re-execute"
+        " the process; the restart waits for it",
+    }, seen
+    ping(child, 1)
+    finish(child)

@@ -83,6 +83,10 @@ _BACKENDS = ("auto", "inotify", "watchfiles", "poll")
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
 _OVERFLOW = "*"
+# Carries, across the re-exec, the moment the old process last read the files.
+_SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
+# File timestamps come from a coarse clock that lags the precise one by a few ms.
+_MTIME_SLACK_NS = 20_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +320,10 @@ class Autoreload(Plugin):
 
     def _run(self) -> None:
         try:
-            self._prepare()
+            late = self._prepare()
             self._ready.set()
+            if late and self._consider(late):
+                return
             while not self._stopping.is_set():
                 watcher = self._watcher
                 assert watcher is not None
@@ -341,7 +347,9 @@ class Autoreload(Plugin):
         """None (block until an event) unless a module import is under way."""
         return _IMPORT_RESCAN if time.monotonic() < self._import_deadline else None
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> set[str]:
+        """Watch and hash everything; return the files that changed during a re-exec."""
+        since = os.environ.pop(_SINCE_ENV, "")
         self._snapshot, self._pending, self._wanted_dirs = {}, set(), set()
         self._last_error = ""
         modules = current_modules()
@@ -357,11 +365,15 @@ class Autoreload(Plugin):
         snapshot: dict[str, bytes | None] = {}
         for path in self._all_files():
             if self._stopping.is_set():  # a stop right after start need not wait for this
-                return
+                return set()
             snapshot[path] = _digest(path)
+        late = _modified_since(snapshot, since)
+        for path in late:
+            snapshot[path] = None  # what this process loaded from it is unknown
         with self._taken_in:
             self._snapshot.update(snapshot)
             self._taken_in.notify_all()
+        return late
 
     def _add_pattern(self, pattern: Pattern) -> None:
         if pattern.is_glob:
@@ -477,6 +489,7 @@ class Autoreload(Plugin):
 
     def _consider(self, candidates: set[str]) -> bool:
         """Restart if contents changed and the Python among them compiles; True if asked."""
+        looked_at = time.time_ns() - _MTIME_SLACK_NS
         for path in candidates:
             if _digest(path) == self._snapshot.get(path):
                 self._pending.discard(path)  # touched, or changed back
@@ -501,13 +514,14 @@ class Autoreload(Plugin):
             self.bus.publish("reload", changed)
         except ChannelFailures as failures:
             self.bus.log(str(failures), logging.ERROR)
+        os.environ[_SINCE_ENV] = str(looked_at)
         try:
             self.bus.restart()
         except StateError as exc:
-            if self._last_error != str(exc):
-                self._last_error = str(exc)
-                self.bus.log(f"Autoreload cannot restart: {exc}", logging.ERROR)
-            return False
+            # A change seen while start() still runs, before block(): the
+            # request waits in the bus, and block() carries it out first thing.
+            self.bus.log(f"Autoreload: {exc}; the restart waits for it", logging.WARNING)
+            self.bus.request_restart()
         return True
 
 
@@ -516,6 +530,29 @@ def _names(paths: Iterable[str], shown: int = 10) -> str:
     ordered = sorted(paths)
     text = ", ".join(ordered[:shown])
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
+
+
+def _modified_since(paths: Iterable[str], since: str) -> set[str]:
+    """The files modified after ``since`` (ns) and not in the future.
+
+    The old process looked at the files at ``since`` and then re-executed;
+    an edit after that may have landed after this process imported the
+    file and before it hashed it, so it is treated as a change. A timestamp
+    in the future (clock skew) is left out: that keeps one slow edit from
+    restarting every generation in turn.
+    """
+    if not since.isdigit():
+        return set()
+    start, now = int(since), time.time_ns()
+    late = set()
+    for path in paths:
+        try:
+            modified = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        if start < modified <= now:
+            late.add(path)
+    return late
 
 
 def _digest(path: str) -> bytes | None:
