@@ -155,6 +155,20 @@ def test_content_change_publishes_reload_touch_does_not(
     assert "the restart waits for it" in recorder.wait_log("needs block()")
 
 
+def test_edit_of_a_symlinked_file_is_seen(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    """Writes through a link land in the target's directory, which is watched too."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "site").mkdir()
+    target, link = tmp_path / "real" / "page.html", tmp_path / "site" / "page.html"
+    target.write_text("one")
+    link.symlink_to(target)
+    start(bus, running, Autoreload(bus, AutoreloadOptions(paths=(str(link),))))
+    link.write_text("two")
+    assert recorder.next_reload() == {str(link)}
+
+
 def test_channel_registration_watches_a_file_that_does_not_exist_yet(
     bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
 ) -> None:

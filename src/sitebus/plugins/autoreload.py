@@ -191,6 +191,7 @@ class Autoreload(Plugin):
         self._pending: set[str] = set()
         self._seen_modules: set[str] = set()
         self._wanted_dirs: set[str] = set()
+        self._aliases: dict[str, str] = {}  # target of a watched symbolic link -> the link
         self._last_error = ""
 
     # -- the bus side -------------------------------------------------------
@@ -351,6 +352,7 @@ class Autoreload(Plugin):
         """Watch and hash everything; return the files that changed during a re-exec."""
         since = os.environ.pop(_SINCE_ENV, "")
         self._snapshot, self._pending, self._wanted_dirs = {}, set(), set()
+        self._aliases = {}
         self._last_error = ""
         modules = current_modules()
         self._seen_modules = set(modules)
@@ -390,6 +392,12 @@ class Autoreload(Plugin):
     def _refresh_dirs(self) -> set[str]:
         """Watch every directory that holds or may hold a watched file; return those added."""
         wanted = {os.path.dirname(f) for f in self._files}
+        for path in self._files - set(self._aliases.values()):
+            if os.path.islink(path):
+                # Writes through a link change the target, whose directory reports them.
+                target = os.path.realpath(path)
+                self._aliases[target] = path
+                wanted.add(os.path.dirname(target))
         for pattern in self._patterns:
             wanted.update(pattern.directories())
         self._wanted_dirs |= wanted
@@ -447,6 +455,8 @@ class Autoreload(Plugin):
                 continue
             if path in self._files or any(p.matches(path) for p in self._patterns):
                 relevant.add(path)
+            elif path in self._aliases:
+                relevant.add(self._aliases[path])
             elif self._may_hold_watched(path):
                 new_dir = True
         if new_dir and self._refresh_dirs():
