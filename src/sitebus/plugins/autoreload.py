@@ -26,22 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.abc
-import importlib.util
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ChannelFailures, ConfigError, StateError, describe
+from ..errors import ChannelFailures, StateError, describe
 from ..plugin import Plugin, priority
+from ._changes import compile_error, digest, invalidate_bytecode, modified_since, names
+from ._reload_options import DEFAULT_IGNORE, AutoreloadOptions
 from ._sources import (
     Pattern,
     current_modules,
@@ -63,23 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "WatcherFactory"]
 
-DEFAULT_IGNORE = (
-    "__pycache__",
-    "*.pyc",
-    "*.pyo",
-    ".git",
-    ".hg",
-    ".svn",
-    "*.swp",
-    "*.swo",
-    "*.swx",
-    "*~",
-    ".#*",
-    "#*#",
-    "4913",  # vim's probe file when it checks that a directory is writable
-    ".DS_Store",
-)
-_BACKENDS = ("auto", "inotify", "watchfiles", "poll")
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
 _OVERFLOW = "*"
@@ -87,49 +69,6 @@ _OVERFLOW = "*"
 _SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
 # File timestamps come from a coarse clock that lags the precise one by a few ms.
 _MTIME_SLACK_NS = 20_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class AutoreloadOptions:
-    """How the autoreload plugin watches.
-
-    ``paths`` are extra files or globs (``templates/**/*.html``), relative to
-    the working directory at start. ``ignore`` patterns match any component of
-    a path. ``debounce`` is the quiet period, in seconds, that ends a burst of
-    changes. ``backend`` is "auto" (inotify on Linux, else watchfiles),
-    "inotify", "watchfiles" or "poll"; ``poll_interval`` is the period of the
-    polling fallback. ``AutoreloadOptions(**table)`` takes a TOML table as is.
-    """
-
-    enabled: bool = True
-    paths: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = DEFAULT_IGNORE
-    include_third_party: bool = False
-    debounce: float = 0.05
-    config_file: str | None = None
-    backend: str = "auto"
-    poll_interval: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.backend not in _BACKENDS:
-            raise ConfigError(
-                f"autoreload backend {self.backend!r} is unknown; expected one of {_BACKENDS}"
-            )
-        if not self.debounce >= 0:
-            raise ConfigError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
-        if not self.poll_interval > 0:
-            raise ConfigError(
-                f"poll_interval {self.poll_interval!r} must be a number of seconds > 0"
-            )
-        for name in ("paths", "ignore"):
-            value: object = getattr(self, name)
-            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-                raise ConfigError(f"{name} {value!r} must be a sequence of strings, not one string")
-            items = tuple(os.fspath(i) if isinstance(i, os.PathLike) else i for i in value)
-            if not all(isinstance(item, str) for item in items):
-                raise ConfigError(f"{name} {value!r} must be a sequence of strings")
-            # Lists from a TOML table become tuples: the options stay immutable.
-            object.__setattr__(self, name, items)
 
 
 class _ImportNotifier(importlib.abc.MetaPathFinder):
@@ -255,7 +194,7 @@ class Autoreload(Plugin):
         pattern = Pattern(path_or_glob)
         # Hashed here, in the caller's thread: an edit made right after this
         # call is a change even if the watcher thread takes the path in later.
-        baseline = {path: _digest(path) for path in pattern.existing_files()}
+        baseline = {path: digest(path) for path in pattern.existing_files()}
         if not pattern.is_glob:
             baseline.setdefault(pattern.text, None)
         with self._lock:
@@ -368,8 +307,8 @@ class Autoreload(Plugin):
         for path in self._all_files():
             if self._stopping.is_set():  # a stop right after start need not wait for this
                 return set()
-            snapshot[path] = _digest(path)
-        late = _modified_since(snapshot, since)
+            snapshot[path] = digest(path)
+        late = modified_since(snapshot, since)
         for path in late:
             snapshot[path] = None  # what this process loaded from it is unknown
         with self._taken_in:
@@ -437,7 +376,7 @@ class Autoreload(Plugin):
                     self._snapshot[path] = baseline.get(path)
                     candidates.add(path)
         for path in self._all_files() - self._snapshot.keys():
-            self._snapshot[path] = _digest(path)  # a module imported just now: as it is now
+            self._snapshot[path] = digest(path)  # a module imported just now: as it is now
         with self._taken_in:
             self._taken_in.notify_all()
         return candidates
@@ -501,13 +440,13 @@ class Autoreload(Plugin):
         """Restart if contents changed and the Python among them compiles; True if asked."""
         looked_at = time.time_ns() - _MTIME_SLACK_NS
         for path in candidates:
-            if _digest(path) == self._snapshot.get(path):
+            if digest(path) == self._snapshot.get(path):
                 self._pending.discard(path)  # touched, or changed back
             else:
                 self._pending.add(path)
         if not self._pending:
             return False
-        errors = [e for e in map(_compile_error, sorted(self._pending)) if e]
+        errors = [e for e in map(compile_error, sorted(self._pending)) if e]
         if errors:
             message = "; ".join(errors)
             if message != self._last_error:
@@ -518,8 +457,8 @@ class Autoreload(Plugin):
                 )
             return False
         changed = frozenset(self._pending)
-        self.bus.log(f"Autoreload: {_names(changed)} changed; restarting")
-        _invalidate_bytecode(p for p in changed if p.endswith(".py"))
+        self.bus.log(f"Autoreload: {names(changed)} changed; restarting")
+        invalidate_bytecode(p for p in changed if p.endswith(".py"))
         try:
             self.bus.publish("reload", changed)
         except ChannelFailures as failures:
@@ -533,84 +472,3 @@ class Autoreload(Plugin):
             self.bus.log(f"Autoreload: {exc}; the restart waits for it", logging.WARNING)
             self.bus.request_restart()
         return True
-
-
-def _names(paths: Iterable[str], shown: int = 10) -> str:
-    """The paths for a log line: a checkout of hundreds of files stays one short line."""
-    ordered = sorted(paths)
-    text = ", ".join(ordered[:shown])
-    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
-
-
-def _modified_since(paths: Iterable[str], since: str) -> set[str]:
-    """The files modified after ``since`` (ns) and not in the future.
-
-    The old process looked at the files at ``since`` and then re-executed;
-    an edit after that may have landed after this process imported the
-    file and before it hashed it, so it is treated as a change. A timestamp
-    in the future (clock skew) is left out: that keeps one slow edit from
-    restarting every generation in turn.
-    """
-    if not since.isdigit():
-        return set()
-    start, now = int(since), time.time_ns()
-    late = set()
-    for path in paths:
-        try:
-            modified = os.stat(path).st_mtime_ns
-        except OSError:
-            continue
-        if start < modified <= now:
-            late.add(path)
-    return late
-
-
-def _digest(path: str) -> bytes | None:
-    """A hash of the file's content; None if it is missing or unreadable."""
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).digest()
-    except OSError:
-        return None
-
-
-def _compile_error(path: str) -> str:
-    """``file:line: message`` if the Python file ``path`` does not compile, else ""."""
-    if not path.endswith(".py"):
-        return ""
-    try:
-        with open(path, "rb") as file:
-            source = file.read()
-    except OSError:
-        return ""  # deleted: the new process reports the missing module itself
-    try:
-        compile(source, path, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        return f"{exc.filename or path}:{exc.lineno}: {exc.msg}"
-    except ValueError as exc:  # e.g. a NUL byte in the source
-        return f"{path}: {exc}"
-    return ""
-
-
-def _invalidate_bytecode(paths: Iterable[str]) -> None:
-    """Make sure the new process compiles the changed sources afresh.
-
-    CPython trusts a cached ``.pyc`` whose recorded source mtime (whole
-    seconds) and size match, so an edit of the same size within the same
-    second would run stale code; unchecked hash-based ``.pyc`` files are never
-    validated at all. Removing the cache files is exact and leaves the user's
-    files untouched. Where a cache file cannot be removed (a read-only
-    ``__pycache__``), the source's mtime is moved one second forward instead,
-    which the mtime check then rejects.
-    """
-    for path in paths:
-        for optimization in ("", 1, 2):
-            try:
-                cache = importlib.util.cache_from_source(path, optimization=optimization)
-                os.unlink(cache)
-            except (FileNotFoundError, NotImplementedError, ValueError):
-                continue
-            except OSError:
-                with contextlib.suppress(OSError):
-                    st = os.stat(path)
-                    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
