@@ -34,7 +34,7 @@ class AutoreloadOptions:
     """How the autoreload plugin watches.
 
     ``paths`` are extra files or globs (``templates/**/*.html``), relative to
-    the working directory at start. ``ignore`` patterns match any component of
+    the working directory when the plugin is made. ``ignore`` patterns match any component of
     a path. ``debounce`` is the quiet period, in seconds, that ends a burst of
     changes. ``backend`` is "auto" (inotify on Linux, else watchfiles),
     "inotify", "watchfiles" or "poll"; ``poll_interval`` is the period of the

@@ -82,7 +82,7 @@ def is_ignored(path: str, patterns: Iterable[str]) -> bool:
 
 
 class Pattern:
-    """A path or glob to watch, made absolute against the working directory at start.
+    """A path or glob to watch, made absolute against the working directory now.
 
     ``*`` and ``?`` stay within one path component; ``**/`` spans any number
     of directories.
