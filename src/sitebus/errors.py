@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ChannelFailures", "SitebusError", "StartError", "StateError"]
+__all__ = [
+    "BindError",
+    "ChannelFailures",
+    "ImportStringError",
+    "MissingExtraError",
+    "SitebusError",
+    "StartError",
+    "StateError",
+]
 
 
 class SitebusError(Exception):
@@ -87,3 +95,19 @@ def _failures_message(
 ) -> str:
     parts = "; ".join(f"{listener_name(fn)}: {describe(exc)}" for fn, exc in failures)
     return f"{len(failures)} listener(s) failed on channel {channel!r}: {parts}"
+
+
+class BindError(SitebusError):
+    """Raised when a listening address is malformed or cannot be bound or adopted.
+
+    The message quotes the address as given and says what went wrong: a bad
+    form, an address in use, a privileged port, an unknown host.
+    """
+
+
+class ImportStringError(SitebusError):
+    """Raised when a ``"module:attribute"`` string is malformed or does not resolve."""
+
+
+class MissingExtraError(SitebusError):
+    """Raised when an optional dependency is not installed; it names the extra to install."""
