@@ -89,8 +89,8 @@ def test_signal_burst_during_start_is_one_action_without_deadlock(
             child.expect("exit")
         child.expect(then)
     # Exactly one action: the next report is the one our final SIGTERM causes.
-    child.signal(signal.SIGTERM)
     if then != "exited 0":
+        child.signal(signal.SIGTERM)
         child.expect("stop")
         child.expect("exit")
         child.expect("exited 0")
@@ -119,3 +119,16 @@ def test_second_interrupt_while_stopping_exits_at_once(site: Callable[..., Child
     child.signal(signal.SIGINT)
     child.expect("exited 1")
     assert child.wait() == 1
+
+
+def test_sigterm_during_a_restart_turns_it_into_an_exit(site: Callable[..., Child]) -> None:
+    child = site("--hold-stop")
+    child.expect("started 0")
+    child.signal(signal.SIGHUP)
+    child.expect("stopping")
+    child.signal(signal.SIGTERM)
+    child.release()
+    child.expect("stop")
+    child.expect("exit")
+    child.expect("exited 0")
+    assert child.wait() == 0

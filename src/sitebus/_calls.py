@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._wakeup import Wakeup
-from .errors import listener_name
 
 Callback = Callable[..., Any]
+
+
+# What a transition keeps of each call: the callback, seconds taken, and the
+# exception if it failed. Plain tuples keep the start and stop paths cheap;
+# Bus.timings turns them into ListenerTiming objects only when asked.
+Record = tuple[Callback, float, Exception | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +42,25 @@ class ListenerTiming:
         return isinstance(self.error, TimeoutError)
 
 
-def call_each(
-    channel: str,
-    callbacks: Sequence[Callback],
-    *,
-    stop_at_first_error: bool,
-) -> tuple[list[ListenerTiming], list[tuple[Callback, Exception]]]:
-    """Call each callback in this thread; return timings and failures."""
-    timings: list[ListenerTiming] = []
-    failures: list[tuple[Callback, Exception]] = []
+def failures_of(records: list[Record]) -> list[tuple[Callback, Exception]]:
+    return [(callback, error) for callback, _, error in records if error is not None]
+
+
+def call_each(callbacks: Sequence[Callback], *, stop_at_first_error: bool) -> list[Record]:
+    """Call each callback in this thread, timing it and catching its ``Exception``."""
+    records: list[Record] = []
     clock = time.perf_counter
     for callback in callbacks:
         began = clock()
-        error: Exception | None = None
         try:
             callback()
         except Exception as exc:
-            error = exc
-            failures.append((callback, exc))
-        timings.append(ListenerTiming(channel, listener_name(callback), clock() - began, error))
-        if error is not None and stop_at_first_error:
-            break
-    return timings, failures
+            records.append((callback, clock() - began, exc))
+            if stop_at_first_error:
+                break
+        else:
+            records.append((callback, clock() - began, None))
+    return records
 
 
 def call_each_with_deadline(
@@ -66,10 +68,10 @@ def call_each_with_deadline(
     callbacks: Sequence[Callback],
     timeout: float,
     wakeup: Wakeup | None = None,
-) -> tuple[list[ListenerTiming], list[tuple[Callback, Exception]]]:
+) -> list[Record]:
     """Call each callback in a helper thread, giving up on one after ``timeout`` s.
 
-    A listener that overruns is reported as failed with a ``TimeoutError`` and
+    A listener that overruns is recorded as failed with a ``TimeoutError`` and
     left running in its abandoned thread. ``KeyboardInterrupt`` or
     ``SystemExit`` raised by a listener is raised again here, in the caller.
 
@@ -78,25 +80,21 @@ def call_each_with_deadline(
     main thread then, so that its Python handler runs at once (a lock wait
     would sleep through it).
     """
-    timings: list[ListenerTiming] = []
-    failures: list[tuple[Callback, Exception]] = []
+    records: list[Record] = []
     remaining = list(callbacks)
     while remaining:
         runner = _Runner(channel, remaining, wakeup)
         runner.start()
         wedged = runner.wait(timeout)
-        timings.extend(runner.timings)
-        failures.extend(runner.failures)
+        records.extend(runner.records)
         if runner.interrupt is not None:
             raise runner.interrupt
         if wedged is None:
             break
-        callback = remaining[wedged]
         error = TimeoutError(f"still running after {timeout:g} s; abandoned")
-        timings.append(ListenerTiming(channel, listener_name(callback), timeout, error))
-        failures.append((callback, error))
+        records.append((remaining[wedged], timeout, error))
         remaining = remaining[wedged + 1 :]
-    return timings, failures
+    return records
 
 
 class _Runner(threading.Thread):
@@ -105,15 +103,13 @@ class _Runner(threading.Thread):
     def __init__(self, channel: str, callbacks: list[Callback], wakeup: Wakeup | None) -> None:
         super().__init__(name=f"sitebus-{channel}", daemon=True)
         self._wakeup = wakeup
-        self._channel = channel
         self._callbacks = callbacks
         self._progress = threading.Condition(threading.Lock())
         self._current = 0
         self._began = time.monotonic()
         self._done = False
         self._abandoned = False
-        self.timings: list[ListenerTiming] = []
-        self.failures: list[tuple[Callback, Exception]] = []
+        self.records: list[Record] = []
         self.interrupt: BaseException | None = None
 
     def run(self) -> None:
@@ -133,12 +129,7 @@ class _Runner(threading.Thread):
                 with self._progress:
                     if self._abandoned:
                         return
-                    name = listener_name(callback)
-                    self.timings.append(
-                        ListenerTiming(self._channel, name, time.perf_counter() - began, error)
-                    )
-                    if error is not None:
-                        self.failures.append((callback, error))
+                    self.records.append((callback, time.perf_counter() - began, error))
                     # The next listener's clock starts in the same locked step that
                     # records this one, so the waiter never blames a finished call.
                     self._current, self._began = index + 1, time.monotonic()

@@ -19,12 +19,15 @@ class Wakeup:
     """The two ends of a non-blocking, non-inheritable pipe."""
 
     def __init__(self) -> None:
+        self.closed = False
         self._read_fd, self.write_fd = os.pipe()
         for fd in (self._read_fd, self.write_fd):
             os.set_blocking(fd, False)
 
     def ping(self) -> None:
         """Wake the waiter; safe in a signal handler and from any thread."""
+        if self.closed:
+            return
         # Full: a wake-up is already pending, so this one coalesces.
         with contextlib.suppress(OSError):
             os.write(self.write_fd, b"\0")
@@ -32,15 +35,19 @@ class Wakeup:
     def wait(self, timeout: float | None = None) -> None:
         """Sleep until pinged (or ``timeout`` seconds), then drain the pipe."""
         select.select([self._read_fd], [], [], timeout)
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._read_fd, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
-    def __del__(self) -> None:
-        # Closed on collection, not by an explicit close(): a thread that read
-        # the reference just before the owner dropped it may still ping, and
-        # must never write into a descriptor number reused by another file.
+    def close(self) -> None:
+        """Close both ends; later pings do nothing.
+
+        A thread that passed the ``closed`` check just before this runs could
+        still write once; that needs a new descriptor to take the same number
+        within those few instructions, a window we accept over leaking pipes
+        until the garbage collector finds them (tracebacks kept in timing
+        records hold on to the objects that reference this one).
+        """
+        self.closed = True
         os.close(self._read_fd)
         os.close(self.write_fd)

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from enum import Enum
 from typing import Any, NamedTuple, TypeVar, overload
 
-from ._calls import ListenerTiming, call_each, call_each_with_deadline
+from ._calls import ListenerTiming, Record, call_each, call_each_with_deadline, failures_of
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
@@ -105,7 +105,7 @@ class Bus:
         self.listener_timeout = listener_timeout
         self.thread_join_timeout = thread_join_timeout
         self.logger = logger
-        self.timings: dict[str, tuple[ListenerTiming, ...]] = {}
+        self._records: dict[str, list[Record]] = {}
         # Copy on write: publish reads these without a lock; writers replace them.
         self._callbacks: dict[str, tuple[Callable[..., Any], ...]] = {}
         self._entries: dict[str, tuple[_Entry, ...]] = {}
@@ -135,9 +135,24 @@ class Bus:
         return self._state
 
     @property
+    def timings(self) -> dict[str, tuple[ListenerTiming, ...]]:
+        """How long each listener took in the last start, stop and exit, by channel."""
+        return {
+            channel: tuple(
+                ListenerTiming(channel, listener_name(callback), seconds, error)
+                for callback, seconds, error in records
+            )
+            for channel, records in self._records.items()
+        }
+
+    @property
     def restarting(self) -> bool:
         """True once a restart is under way: stop listeners keep what must survive exec."""
-        return self._restart_request and self._exiting_in_block
+        return self._exiting_in_block and self._restart_wanted()
+
+    def _restart_wanted(self) -> bool:
+        # An exit request beats a restart request: SIGTERM means stop for good.
+        return self._restart_request and self._exit_request is None
 
     # -- channels -----------------------------------------------------------
 
@@ -267,13 +282,12 @@ class Bus:
             self._set_state(State.STARTING)
             self.log("Bus starting")
             try:
-                timings, failures = call_each(
-                    "start", self._callbacks.get("start", ()), stop_at_first_error=True
-                )
+                records = call_each(self._callbacks.get("start", ()), stop_at_first_error=True)
             except BaseException:  # Ctrl-C or SystemExit mid-start: tear down, then let it go
                 self._stop_locked()
                 raise
-            self.timings["start"] = tuple(timings)
+            self._records["start"] = records
+            failures = failures_of(records)
             if failures:
                 callback, exc = failures[0]
                 name = listener_name(callback)
@@ -341,14 +355,13 @@ class Bus:
     def _teardown(self, channel: str) -> list[tuple[Callable[..., Any], Exception]]:
         callbacks = self._callbacks.get(channel, ())
         if self.listener_timeout is None:
-            timings, failures = call_each(channel, callbacks, stop_at_first_error=False)
+            records = call_each(callbacks, stop_at_first_error=False)
         else:
             in_main = threading.current_thread() is threading.main_thread()
             wakeup = self._wakeup if in_main else None
-            timings, failures = call_each_with_deadline(
-                channel, callbacks, self.listener_timeout, wakeup
-            )
-        self.timings[channel] = tuple(timings)
+            records = call_each_with_deadline(channel, callbacks, self.listener_timeout, wakeup)
+        self._records[channel] = records
+        failures = failures_of(records)
         for callback, exc in failures:
             name = listener_name(callback)
             self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", logging.ERROR)
@@ -399,14 +412,15 @@ class Bus:
     def request_exit(self, status: int = 0) -> None:
         """Ask ``block()`` to exit. Safe in a signal handler: no lock, no waiting.
 
-        Asking again while ``block()`` is already stopping the site, from the
-        main thread (a second SIGTERM or Ctrl-C), makes it give up on the
-        remaining listeners and return at once.
+        Asking again while ``block()`` is already stopping the site for an
+        exit, from the main thread (a second SIGTERM or Ctrl-C), makes it give
+        up on the remaining listeners and return at once. An exit request that
+        arrives while a restart is tearing down turns the restart into an exit.
         """
-        if self._exiting_in_block and threading.current_thread() is threading.main_thread():
-            raise _ForcedExit
         if self._exit_request is None:
             self._exit_request = status
+        elif self._exiting_in_block and threading.current_thread() is threading.main_thread():
+            raise _ForcedExit
         self._wake()
 
     def request_restart(self) -> None:
@@ -473,8 +487,9 @@ class Bus:
             self._blocking = self._exiting_in_block = False
             signal.set_wakeup_fd(previous_wakeup_fd)
             self._wakeup = None
+            wakeup.close()
         self._join_threads()
-        if self._restart_request:
+        if self._restart_wanted():
             self._reexec()
             return 1
         return self._status

@@ -1,7 +1,8 @@
 """A site driven by block(): its listeners report every step to the test.
 
 Options: --hold-start (the start listener waits for the test's release),
---slow-stop (a stop listener reports, then never returns), --fail-start (a
+--slow-stop (a stop listener reports, then never returns),
+--hold-stop (a stop listener reports, then waits for the test's release), --fail-start (a
 start listener raises), --report-blocking (report once
 block() runs), --restart-once (the first generation calls restart()
 from another thread once block() runs).
@@ -39,6 +40,13 @@ def main() -> int:
     bus.subscribe("graceful", lambda: report("graceful"))
     bus.subscribe("stop", lambda: report("stop"))
     bus.subscribe("exit", lambda: report("exit"))
+    if "--hold-stop" in options and generation == 0:
+
+        def held() -> None:
+            report("stopping")
+            hold()
+
+        bus.subscribe("stop", held)
     if "--slow-stop" in options:
 
         def wedged() -> None:
