@@ -161,7 +161,9 @@ def adopt(address: Address, fd: int) -> Listener:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise BindError(f'Cannot adopt "{address}": descriptor {fd}: {exc.strerror}') from exc
+        why = {errno.ENOTSOCK: "is not a listening socket", errno.EBADF: "is not open"}
+        text = why.get(exc.errno or 0, f"cannot be used: {exc.strerror}")
+        raise BindError(f'Cannot adopt "{address}": descriptor {fd} {text}') from exc
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
     except OSError:

@@ -18,7 +18,7 @@ import time
 import uvicorn
 
 from ..errors import SitebusError
-from .base import Server
+from .base import Server, is_asgi
 
 __all__ = ["UvicornServer"]
 
@@ -46,6 +46,8 @@ class UvicornServer(Server):
     def serve(self, socks: list[socket.socket]) -> None:
         config = uvicorn.Config(
             self.app,
+            # A bound method or a wrapped callable defeats uvicorn's own guess.
+            interface="asgi3" if is_asgi(self.app) else "auto",
             lifespan="auto",
             log_config=None,
             access_log=False,
