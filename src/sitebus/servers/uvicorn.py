@@ -10,6 +10,8 @@ bus start if it failed), and the stop listener returns once
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -22,6 +24,8 @@ from .base import Server, is_asgi
 
 __all__ = ["UvicornServer"]
 
+_FRESH = 1.0  # seconds a silent new connection is given to send its request during a stop
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, telling the bus when start-up is over, whichever way it went."""
@@ -31,10 +35,36 @@ class _Uvicorn(uvicorn.Server):
         self._startup_over = started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
         try:
             await super().startup(sockets)
         finally:
             self._startup_over.set()
+
+    async def stop_accepting(self, grace: float) -> None:
+        """Close the listeners, then give just-accepted connections time to send a request.
+
+        uvicorn's shutdown closes every connection that has no request under
+        way; one accepted a moment ago whose request is still unread would be
+        reset. Within ``grace`` seconds, wait until each has started one.
+        """
+        # Asyncio accepts a batch of connections at once and wraps each one in
+        # a task that runs later; closing the server before those ran drops
+        # (resets) them. So first stop watching the listeners, let the tasks
+        # run, and only then close.
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0.02)
+        for server in self.servers:
+            server.close()
+        end = time.monotonic() + grace
+        while time.monotonic() < end and any(
+            getattr(connection, "cycle", True) is None
+            for connection in self.server_state.connections
+        ):
+            await asyncio.sleep(0.005)
 
 
 class UvicornServer(Server):
@@ -79,6 +109,12 @@ class UvicornServer(Server):
                 sock.close()
 
     def shutdown(self, deadline: float) -> None:
+        if self._thread.is_alive():
+            quiet = asyncio.run_coroutine_threadsafe(
+                self._server.stop_accepting(_FRESH), self._server.loop
+            )
+            with contextlib.suppress(Exception):
+                quiet.result(_FRESH + 5.0)
         left = max(0.0, deadline - time.monotonic())
         self._server.config.timeout_graceful_shutdown = max(1, int(left))
         self._server.should_exit = True
