@@ -15,7 +15,6 @@ new connects (they get ENOENT) and the queue then only shrinks.
 
 from __future__ import annotations
 
-import ctypes
 import select
 import socket
 import struct
@@ -45,6 +44,8 @@ def hold_off_syn(sock: socket.socket) -> bool:
         socket.AF_INET6,
     ):
         return False
+    import ctypes  # only here: it costs a few ms at start-up, and only a stop needs it
+
     program = b"".join(struct.pack("HBBI", *insn) for insn in _DROP_SYN)
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = struct.pack("HP", len(_DROP_SYN), ctypes.addressof(buffer))

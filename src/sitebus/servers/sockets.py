@@ -148,6 +148,9 @@ def bind(address: Address, options: SocketsOptions) -> Listener:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: small HTTP answers go out at once
+        # instead of waiting on Nagle's algorithm for the client's ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(sockaddr)
         sock.listen(options.backlog)
     except OSError as exc:
