@@ -17,6 +17,7 @@ Polling and sleeping are fine here: this is a measurement, not a test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -195,48 +196,51 @@ def bench_restart(folder: Path, systems: list[str], after: float) -> list[list[s
     for system in systems:
         with Running(system, folder) as server:
             server.wait_ready()
-            outcomes: Counter[str] = Counter()
-            answers: list[float] = []
-            longest = [0.0]
-            lock = threading.Lock()
-            stop = threading.Event()
-
-            def client(port: int = server.port) -> None:
-                while not stop.is_set():
-                    began = time.perf_counter()
-                    outcome = request(port)
-                    ended = time.perf_counter()
-                    with lock:
-                        outcomes[outcome] += 1
-                        if outcome == "ok":
-                            answers.append(ended)
-                            longest[0] = max(longest[0], ended - began)
-
-            threads = [threading.Thread(target=client) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            time.sleep(1.0)
-            hup = time.perf_counter()
-            server.proc.send_signal(signal.SIGHUP)
-            time.sleep(after)
-            stop.set()
-            for thread in threads:
-                thread.join()
-            answers.append(time.perf_counter())  # silence up to the end counts too
-            answers.sort()
-            gaps = [b - a for a, b in zip(answers, answers[1:], strict=False) if b > hup - 0.5]
-            failed = sum(n for outcome, n in outcomes.items() if outcome != "ok")
-            rows.append(
-                [
-                    system,
-                    str(outcomes["ok"]),
-                    str(failed),
-                    ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()) if k != "ok") or "-",
-                    f"{longest[0] * 1000:.0f}",
-                    f"{max(gaps, default=0) * 1000:.0f}",
-                ]
-            )
+            rows.append([system, *_restart_once(server, after)])
     return rows
+
+
+def _restart_once(server: Running, after: float) -> list[str]:
+    outcomes: Counter[str] = Counter()
+    answers: list[float] = []
+    longest = 0.0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal longest
+        while not stop.is_set():
+            began = time.perf_counter()
+            outcome = request(server.port)
+            ended = time.perf_counter()
+            with lock:
+                outcomes[outcome] += 1
+                if outcome == "ok":
+                    answers.append(ended)
+                    longest = max(longest, ended - began)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    hup = time.perf_counter()
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(after)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    answers.append(time.perf_counter())  # silence up to the end counts too
+    answers.sort()
+    gaps = [b - a for a, b in itertools.pairwise(answers) if b > hup - 0.5]
+    failed = sum(n for outcome, n in outcomes.items() if outcome != "ok")
+    failures = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()) if k != "ok")
+    return [
+        str(outcomes["ok"]),
+        str(failed),
+        failures or "-",
+        f"{longest * 1000:.0f}",
+        f"{max(gaps, default=0) * 1000:.0f}",
+    ]
 
 
 # -- 2. SIGTERM with slow requests in flight ---------------------------------
@@ -247,53 +251,53 @@ def bench_sigterm(folder: Path, systems: list[str], slow: int) -> list[list[str]
     for system in systems:
         with Running(system, folder) as server:
             server.wait_ready()
-            port = server.port
-            slow_done: list[tuple[str, float]] = []
-            steady: Counter[str] = Counter()
-            lock = threading.Lock()
-            stop = threading.Event()
-
-            def slow_client() -> None:
-                outcome = request(port, "/slow?1", timeout=60)
-                with lock:
-                    slow_done.append((outcome, time.perf_counter()))
-
-            def steady_client() -> None:
-                while not stop.is_set():
-                    outcome = request(port, timeout=10)
-                    with lock:
-                        steady[outcome] += 1
-                    if outcome == "refused":
-                        time.sleep(0.01)
-
-            slow_threads = [threading.Thread(target=slow_client) for _ in range(slow)]
-            steady_threads = [threading.Thread(target=steady_client) for _ in range(2)]
-            for thread in slow_threads + steady_threads:
-                thread.start()
-            time.sleep(0.3)  # every slow request is in flight now
-            server.proc.send_signal(signal.SIGTERM)
-            server.proc.wait(60)
-            exited = time.perf_counter()
-            for thread in slow_threads:
-                thread.join()
-            time.sleep(1.5)  # let connects held off by a dropped SYN meet the closed port
-            stop.set()
-            for thread in steady_threads:
-                thread.join()
-            completed = [t for outcome, t in slow_done if outcome == "ok"]
-            resets = steady["reset"] + sum(1 for outcome, _ in slow_done if outcome == "reset")
-            delay = f"{(exited - max(completed)) * 1000:.0f}" if completed else "-"
-            rows.append(
-                [
-                    system,
-                    f"{len(completed)}/{slow}",
-                    str(resets),
-                    str(steady["ok"]),
-                    str(steady["refused"]),
-                    delay,
-                ]
-            )
+            rows.append([system, *_sigterm_once(server, slow)])
     return rows
+
+
+def _sigterm_once(server: Running, slow: int) -> list[str]:
+    slow_done: list[tuple[str, float]] = []
+    steady: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def slow_client() -> None:
+        outcome = request(server.port, "/slow?1", timeout=60)
+        with lock:
+            slow_done.append((outcome, time.perf_counter()))
+
+    def steady_client() -> None:
+        while not stop.is_set():
+            outcome = request(server.port, timeout=10)
+            with lock:
+                steady[outcome] += 1
+            if outcome == "refused":
+                time.sleep(0.01)
+
+    slow_threads = [threading.Thread(target=slow_client) for _ in range(slow)]
+    steady_threads = [threading.Thread(target=steady_client) for _ in range(2)]
+    for thread in slow_threads + steady_threads:
+        thread.start()
+    time.sleep(0.3)  # every slow request is in flight now
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(60)
+    exited = time.perf_counter()
+    for thread in slow_threads:
+        thread.join()
+    time.sleep(1.5)  # let connects held off by a dropped SYN meet the closed port
+    stop.set()
+    for thread in steady_threads:
+        thread.join()
+    completed = [t for outcome, t in slow_done if outcome == "ok"]
+    resets = steady["reset"] + sum(1 for outcome, _ in slow_done if outcome == "reset")
+    delay = f"{(exited - max(completed)) * 1000:.0f}" if completed else "-"
+    return [
+        f"{len(completed)}/{slow}",
+        str(resets),
+        str(steady["ok"]),
+        str(steady["refused"]),
+        delay,
+    ]
 
 
 # -- 3. spawn to first 200 ---------------------------------------------------
@@ -393,7 +397,7 @@ def main() -> None:
             rows,
         )
 
-        bare = engines + ["cherrypy", "gunicorn"]
+        bare = [*engines, "cherrypy", "gunicorn"]
         spawned = bench_spawn(folder, bare + [f"sitebus-{e}" for e in engines], rounds)
         fastest_peer = min(spawned[s] for s in bare)
         rows = []
