@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -96,14 +98,19 @@ class App:
 class Site:
     """A bus with Sockets and one engine serving ``App``; ``port`` once started."""
 
-    def __init__(self, engine: str, binds: tuple[str, ...] = ("127.0.0.1:0",)) -> None:
+    def __init__(
+        self,
+        engine: str,
+        binds: tuple[str, ...] = ("127.0.0.1:0",),
+        options: ServerOptions | None = None,
+    ) -> None:
         self.bus = Bus(listener_timeout=WAIT)
         self.app = App()
         self.logged: list[str] = []
         self.bus.subscribe("log", lambda message, level, exc: self.logged.append(message))
         self.sockets = Sockets(self.bus, SocketsOptions(binds=binds))
         handler = self.app.asgi if engine == "uvicorn" else self.app.wsgi
-        options = ServerOptions(graceful_timeout=10.0, threads=8)
+        options = options or ServerOptions(graceful_timeout=10.0, threads=8)
         self.server = load_engine(engine)(self.bus, handler, self.sockets, options)
         self.sockets.subscribe()
         self.server.subscribe()
@@ -132,6 +139,35 @@ def test_engine_answers_on_tcp_and_unix_socket(
             assert get(path) == (200, b"hello"), engine
             assert f"{engine} serving on http://127.0.0.1:{site.port}" in site.logged
             assert f"{engine} serving on http+unix://{path}" in site.logged
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("engine", ["cheroot", "uvicorn"])
+def test_tls_with_certificate_and_key(engine: str, tmp_path: Path) -> None:
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    site = Site(engine, options=ServerOptions(graceful_timeout=10.0, certfile=cert, keyfile=key))
+    context = ssl.create_default_context(cafile=cert)
+    context.check_hostname = False
+    with site.bus.running():
+        conn = http.client.HTTPSConnection("127.0.0.1", site.port, timeout=WAIT, context=context)
+        try:
+            conn.request("GET", "/", headers={"Connection": "close"})
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"hello")
+        finally:
+            conn.close()
+        assert f"{engine} serving on https://127.0.0.1:{site.port}" in site.logged
+
+
+def test_engine_without_tls_refuses_a_certificate() -> None:
+    with pytest.raises(SitebusError, match="wsgiref engine does not support TLS"):
+        Site("wsgiref", options=ServerOptions(certfile="cert.pem"))
 
 
 def test_graceful_stop_lets_slow_requests_finish(site: Site) -> None:
