@@ -204,3 +204,22 @@ def test_serve_adopts_an_inherited_descriptor(tmp_path: Path) -> None:
                 child.kill()
                 child.wait(WAIT)
     assert os.path.exists(tmp_path / "err")
+
+
+def test_restart_keeps_the_unix_socket_file_and_removes_it_at_exit(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    path = tmp_path / "site.sock"
+    child, port = serve(spawn, "cheroot", "--bind", f"unix:{path}")
+    expect(child, f"cheroot serving on http+unix://{path}")
+    inode = path.stat().st_ino
+    assert get(str(path))[0] == 200
+    child.signal(signal.SIGHUP)
+    expect(child, f"cheroot serving on http://127.0.0.1:{port}")
+    expect(child, f"cheroot serving on http+unix://{path}")
+    assert path.stat().st_ino == inode, "the new image adopted the socket, it did not bind again"
+    assert get(str(path))[0] == 200
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    assert not path.exists()
