@@ -42,6 +42,7 @@ class WaitressServer(Server):
         for sock in socks:
             create_server(self.app, map=self._map, sockets=[sock], _dispatcher=dispatcher)
         self._listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
+        self._use_poll = self._listeners[0].adj.asyncore_use_poll  # as waitress's own run()
         self._stopping = False
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._loop, name="sitebus-waitress")
@@ -52,7 +53,7 @@ class WaitressServer(Server):
             if self._stopping and (not self._busy() or time.monotonic() >= self._deadline):
                 break
             timeout = _FRESH if self._stopping else _POLL
-            wasyncore.loop(timeout=timeout, map=self._map, use_poll=True, count=1)
+            wasyncore.loop(timeout=timeout, map=self._map, use_poll=self._use_poll, count=1)
 
     def _busy(self) -> bool:
         """True while a channel has a request in flight; closes the idle ones."""
