@@ -17,6 +17,7 @@ Polling and sleeping are fine here: this is a measurement, not a test.
 from __future__ import annotations
 
 import argparse
+import compileall
 import itertools
 import os
 import re
@@ -31,6 +32,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import sitebus
 
 PY = sys.executable
 HOST = "127.0.0.1"
@@ -379,6 +382,10 @@ def main() -> None:
         (folder / "bench_app.py").write_text(APP)
         for name, text in BARE.items():
             (folder / name).write_text(text)
+        # Bytecode for sitebus as an installed package has it: an editable
+        # install under PYTHONDONTWRITEBYTECODE would recompile it at every spawn,
+        # while the peers load theirs from site-packages.
+        compileall.compile_dir(Path(sitebus.__file__).parent, quiet=1)
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, loopback only")
 
         rows = bench_restart(folder, ["sitebus", "cherrypy", "gunicorn"], after=3.0)
