@@ -143,10 +143,7 @@ def test_address_in_use_is_one_line_and_nonzero_exit() -> None:
         spec = f"127.0.0.1:{taken.getsockname()[1]}"
         done = run_sitebus("serve", "hello_app:app", "--bind", spec)
     assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == (
-        f'sitebus: error: Cannot bind "{spec}": address already in use'
-    )
-    assert "Traceback" not in done.stderr
+    assert done.stderr == f'sitebus: error: Cannot bind "{spec}": address already in use\n'
 
 
 def test_privileged_port_as_nobody_is_one_line_and_nonzero_exit(
@@ -158,11 +155,10 @@ def test_privileged_port_as_nobody_is_one_line_and_nonzero_exit(
         cwd=CHILDREN,
     )
     assert child.wait() == 1, child.output()
-    assert child.stderr().splitlines()[-1] == (
+    assert child.stderr() == (
         'sitebus: error: Cannot bind "127.0.0.1:80": permission denied '
-        "(a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+        "(a port below 1024 needs root or CAP_NET_BIND_SERVICE)\n"
     )
-    assert "Traceback" not in child.stderr()
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .servers import Sockets, SocketsOptions
     from .servers.base import ServerOptions, is_asgi, load_engine
 
-    _configure_logging(args.log_level)
+    held = _configure_logging(args.log_level)
     app = load_app(args.app)
     engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
     bus = Bus()
@@ -116,7 +116,12 @@ def _serve(args: argparse.Namespace) -> int:
     server.subscribe()
     restore_signals = _install_signals(bus)
     try:
-        bus.start()
+        try:
+            bus.start()
+        except StartError:
+            held.finish(show=False)  # main() prints the one line that says it all
+            raise
+        held.finish(show=True)
         return bus.block()
     finally:
         restore_signals()
@@ -156,14 +161,42 @@ def load_app(spec: str) -> Any:
     return app
 
 
-def _configure_logging(level: str) -> None:
-    """Send the bus's log to stderr, one line per message."""
+def _configure_logging(level: str) -> _HeldUntilStarted:
+    """Send the bus's log to stderr, one line per message, held back until the start is over.
+
+    A start that fails then prints one line (its error) rather than the
+    rollback's log; ``--log-level debug`` shows everything as it happens.
+    """
     logger = logging.getLogger("sitebus")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
-    logger.addHandler(handler)
+    held = _HeldUntilStarted(handler, hold=level != "debug")
+    logger.addHandler(held)
     logger.setLevel(level.upper())
     logger.propagate = False
+    return held
+
+
+class _HeldUntilStarted(logging.Handler):
+    """Passes records on to ``target``, keeping them back while ``hold`` is true."""
+
+    def __init__(self, target: logging.Handler, *, hold: bool) -> None:
+        super().__init__()
+        self.target = target
+        self._held: list[logging.LogRecord] | None = [] if hold else None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        held = self._held
+        if held is None:
+            self.target.handle(record)
+        else:
+            held.append(record)
+
+    def finish(self, *, show: bool) -> None:
+        """Stop holding; pass on what was held if ``show``, else drop it."""
+        held, self._held = self._held, None
+        for record in held if show and held else ():
+            self.target.handle(record)
 
 
 def _install_signals(bus: Bus) -> Callable[[], None]:
