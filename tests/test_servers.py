@@ -170,6 +170,12 @@ def test_engine_without_tls_refuses_a_certificate() -> None:
         Site("wsgiref", options=ServerOptions(certfile="cert.pem"))
 
 
+def test_missing_certificate_file_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "cert.pem")
+    with pytest.raises(SitebusError, match=f'TLS file "{missing}" does not exist'):
+        Site("cheroot", options=ServerOptions(certfile=missing))
+
+
 def test_graceful_stop_lets_slow_requests_finish(site: Site) -> None:
     site.bus.start()
     results: list[tuple[int, bytes] | BaseException] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -77,6 +78,9 @@ class Server(Plugin):
         self.options = options or ServerOptions()
         if (self.options.certfile or self.options.keyfile) and not self.tls_supported:
             raise SitebusError(f"The {self.engine} engine does not support TLS certificates")
+        for path in filter(None, (self.options.certfile, self.options.keyfile)):
+            if not os.path.isfile(path):
+                raise SitebusError(f'TLS file "{path}" does not exist or is not a file')
         self._serving = False
 
     @property

@@ -99,15 +99,20 @@ class CherootServer(Server):
     def serve(self, socks: list[socket.socket]) -> None:
         self._servers: list[_Cheroot] = []
         self._threads: list[threading.Thread] = []
-        for sock in socks:
-            httpd = _Cheroot(sock, self.app, self.options.threads, self._error_log)
-            if self.options.certfile:
-                httpd.ssl_adapter = BuiltinSSLAdapter(self.options.certfile, self.options.keyfile)
-            httpd.prepare()
-            thread = threading.Thread(target=httpd.serve, name="sitebus-cheroot")
-            thread.start()
-            self._servers.append(httpd)
-            self._threads.append(thread)
+        try:
+            for sock in socks:
+                httpd = _Cheroot(sock, self.app, self.options.threads, self._error_log)
+                if self.options.certfile:
+                    adapter = BuiltinSSLAdapter(self.options.certfile, self.options.keyfile)
+                    httpd.ssl_adapter = adapter
+                httpd.prepare()
+                thread = threading.Thread(target=httpd.serve, name="sitebus-cheroot")
+                thread.start()
+                self._servers.append(httpd)
+                self._threads.append(thread)
+        except BaseException:
+            self.shutdown(time.monotonic())  # the ones already serving; the bus rolls back
+            raise
 
     def _error_log(self, message: str, level: int, traceback: bool) -> None:
         self.bus.log(message, level, exc_info=traceback)
