@@ -91,6 +91,31 @@ def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
     assert child.wait() == 0
 
 
+def test_restart_lets_requests_in_flight_finish(spawn: Spawn) -> None:
+    child, port = serve(spawn)
+    results: list[object] = []
+
+    def client() -> None:
+        try:
+            results.append(get(port, "/slow?500")[0])
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        child.expect("slow")
+    child.signal(signal.SIGHUP)
+    expect(child, f"cheroot serving on http://127.0.0.1:{port}")
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == [200] * 3
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+
+
 @pytest.mark.parametrize("engine", sorted(APPS))
 def test_restart_under_a_client_loop_fails_no_request(spawn: Spawn, engine: str) -> None:
     """SIGHUP re-executes the process; its socket stays open, so no request fails."""
