@@ -12,8 +12,11 @@ from typing import Any
 __all__ = [
     "AlreadyRunningError",
     "AutoreloadError",
+    "BindError",
     "ChannelFailures",
     "ConfigError",
+    "ImportStringError",
+    "MissingExtraError",
     "ProcessError",
     "SitebusError",
     "StartError",
@@ -111,6 +114,22 @@ class AutoreloadError(SitebusError):
     ``sitebus[reload]`` extra is not installed. Malformed options raise
     ``ConfigError``.
     """
+
+
+class BindError(SitebusError):
+    """Raised when a listening address is malformed or cannot be bound or adopted.
+
+    The message quotes the address as given and says what went wrong: a bad
+    form, an address in use, a privileged port, an unknown host.
+    """
+
+
+class ImportStringError(SitebusError):
+    """Raised when a ``"module:attribute"`` string is malformed or does not resolve."""
+
+
+class MissingExtraError(SitebusError):
+    """Raised when an optional dependency is not installed; it names the extra to install."""
 
 
 def describe(exc: BaseException) -> str:

@@ -1,0 +1,448 @@
+"""Servers under sitebus side by side with CherryPy, gunicorn and the bare engines, in one run.
+
+Run with ``python benchmarks/servers.py [--quick]`` after ``pip install -e
+'.[test,bench]'``. Everything runs on loopback against real processes:
+
+1. restart under load: 4 client threads, SIGHUP, failed requests and the
+   longest wait (sitebus re-executes; CherryPy ``engine.restart``; gunicorn HUP);
+2. SIGTERM with 20 slow requests in flight and a steady client loop: how many
+   completed, how many connections were reset, exit delay after the last answer;
+3. spawn to first 200, median of several rounds, systems interleaved;
+4. hello-world throughput through sitebus vs the same engine bare (wrk when
+   installed, else a small Python client).
+
+Polling and sleeping are fine here: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import sitebus
+
+PY = sys.executable
+HOST = "127.0.0.1"
+
+APP = """
+import asyncio, time
+
+BODY = b"Hello, world!"
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ.get("QUERY_STRING") or 1))
+    start_response("200 OK", HEADERS)
+    return [BODY]
+
+
+async def asgi(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(float(scope["query_string"] or b"1"))
+    headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
+BARE = {
+    "bare_cheroot.py": """
+import sys
+from cheroot import wsgi
+from bench_app import app
+wsgi.Server(("127.0.0.1", int(sys.argv[1])), app, numthreads=32).start()
+""",
+    "bare_wsgiref.py": """
+import socketserver, sys
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from bench_app import app
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args): pass
+class Threaded(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+make_server("127.0.0.1", int(sys.argv[1]), app, Threaded, Quiet).serve_forever()
+""",
+    "bare_cherrypy.py": """
+import sys
+import cherrypy
+from bench_app import app
+cherrypy.config.update({
+    "server.socket_host": "127.0.0.1", "server.socket_port": int(sys.argv[1]),
+    "server.thread_pool": 32, "log.screen": False, "engine.autoreload.on": False,
+    "checker.on": False,
+})
+cherrypy.tree.graft(app, "/")
+# What CherryPy's SIGHUP handler does when daemonized (set before subscribing).
+cherrypy.engine.signal_handler.handlers["SIGHUP"] = cherrypy.engine.restart
+cherrypy.engine.signals.subscribe()
+cherrypy.engine.start()
+cherrypy.engine.block()
+""",
+}
+
+
+def command(system: str, port: int) -> list[str]:
+    """The command line that starts ``system`` on ``port``."""
+    if system.startswith("sitebus"):
+        engine = system.partition("-")[2] or "cheroot"
+        target = "bench_app:asgi" if engine == "uvicorn" else "bench_app:app"
+        return [PY, "-m", "sitebus", "serve", target, "--bind", f"{HOST}:{port}",
+                "--engine", engine, "--threads", "32", "--log-level", "warning"]  # fmt: skip
+    if system in ("cheroot", "wsgiref", "cherrypy"):
+        return [PY, f"bare_{system}.py", str(port)]
+    if system == "waitress":
+        return [PY, "-m", "waitress", f"--listen={HOST}:{port}", "--threads=32", "bench_app:app"]
+    if system == "uvicorn":
+        return [PY, "-m", "uvicorn", "bench_app:asgi", "--host", HOST, "--port", str(port),
+                "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    if system == "gunicorn":
+        return [PY, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-k", "gthread", "--threads", "32",
+                "-w", "1", "--log-level", "warning", "bench_app:app"]  # fmt: skip
+    raise ValueError(system)
+
+
+# -- clients -----------------------------------------------------------------
+
+
+def request(port: int, path: str = "/", timeout: float = 10.0) -> str:
+    """One GET on a fresh connection: "ok", "refused", "reset", "timeout" or "status N"."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    except TimeoutError:
+        return "timeout"
+    if not data:
+        return "reset"  # closed without an answer
+    status = data.split(b" ", 2)[1].decode()
+    return "ok" if status == "200" else f"status {status}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Running:
+    """A server process started in the scratch folder, killed and reaped on exit."""
+
+    def __init__(self, system: str, folder: Path) -> None:
+        self.system = system
+        self.port = free_port()
+        self.began = time.perf_counter()
+        self.proc = subprocess.Popen(
+            command(system, self.port),
+            cwd=folder,
+            stdin=subprocess.DEVNULL,  # not a terminal: SIGHUP restarts
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(folder)},
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Poll until the first 200; seconds from spawn."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if request(self.port, timeout=2.0) == "ok":
+                return time.perf_counter() - self.began
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.system} exited with {self.proc.returncode}")
+            time.sleep(0.002)
+        raise RuntimeError(f"{self.system} did not answer within {timeout} s")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- 1. restart under load ---------------------------------------------------
+
+
+def bench_restart(folder: Path, systems: list[str], after: float) -> list[list[str]]:
+    rows = []
+    for system in systems:
+        with Running(system, folder) as server:
+            server.wait_ready()
+            rows.append([system, *_restart_once(server, after)])
+    return rows
+
+
+def _restart_once(server: Running, after: float) -> list[str]:
+    outcomes: Counter[str] = Counter()
+    answers: list[float] = []
+    longest = 0.0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal longest
+        while not stop.is_set():
+            began = time.perf_counter()
+            outcome = request(server.port)
+            ended = time.perf_counter()
+            with lock:
+                outcomes[outcome] += 1
+                if outcome == "ok":
+                    answers.append(ended)
+                    longest = max(longest, ended - began)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    hup = time.perf_counter()
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(after)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    answers.append(time.perf_counter())  # silence up to the end counts too
+    answers.sort()
+    gaps = [b - a for a, b in itertools.pairwise(answers) if b > hup - 0.5]
+    failed = sum(n for outcome, n in outcomes.items() if outcome != "ok")
+    failures = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()) if k != "ok")
+    return [
+        str(outcomes["ok"]),
+        str(failed),
+        failures or "-",
+        f"{longest * 1000:.0f}",
+        f"{max(gaps, default=0) * 1000:.0f}",
+    ]
+
+
+# -- 2. SIGTERM with slow requests in flight ---------------------------------
+
+
+def bench_sigterm(folder: Path, systems: list[str], slow: int) -> list[list[str]]:
+    rows = []
+    for system in systems:
+        with Running(system, folder) as server:
+            server.wait_ready()
+            rows.append([system, *_sigterm_once(server, slow)])
+    return rows
+
+
+def _sigterm_once(server: Running, slow: int) -> list[str]:
+    slow_done: list[tuple[str, float]] = []
+    steady: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def slow_client() -> None:
+        outcome = request(server.port, "/slow?1", timeout=60)
+        with lock:
+            slow_done.append((outcome, time.perf_counter()))
+
+    def steady_client() -> None:
+        while not stop.is_set():
+            outcome = request(server.port, timeout=10)
+            with lock:
+                steady[outcome] += 1
+            if outcome == "refused":
+                time.sleep(0.01)
+
+    slow_threads = [threading.Thread(target=slow_client) for _ in range(slow)]
+    steady_threads = [threading.Thread(target=steady_client) for _ in range(2)]
+    for thread in slow_threads + steady_threads:
+        thread.start()
+    time.sleep(0.3)  # every slow request is in flight now
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(60)
+    exited = time.perf_counter()
+    for thread in slow_threads:
+        thread.join()
+    time.sleep(1.5)  # let connects held off by a dropped SYN meet the closed port
+    stop.set()
+    for thread in steady_threads:
+        thread.join()
+    completed = [t for outcome, t in slow_done if outcome == "ok"]
+    resets = steady["reset"] + sum(1 for outcome, _ in slow_done if outcome == "reset")
+    delay = f"{(exited - max(completed)) * 1000:.0f}" if completed else "-"
+    return [
+        f"{len(completed)}/{slow}",
+        str(resets),
+        str(steady["ok"]),
+        str(steady["refused"]),
+        delay,
+    ]
+
+
+# -- 3. spawn to first 200 ---------------------------------------------------
+
+
+def bench_spawn(folder: Path, systems: list[str], rounds: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {system: [] for system in systems}
+    for _ in range(rounds):
+        for system in systems:
+            with Running(system, folder) as server:
+                samples[system].append(server.wait_ready())
+    return {system: statistics.median(values) for system, values in samples.items()}
+
+
+# -- 4. throughput -----------------------------------------------------------
+
+
+def throughput(port: int, seconds: float) -> float:
+    """Requests per second on loopback: wrk when installed, else 8 Python threads."""
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            ["wrk", "-t2", "-c16", f"-d{seconds:g}s", f"http://{HOST}:{port}/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        return float(match.group(1)) if match else 0.0
+    count = [0]
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < end:
+            if request(port) == "ok":
+                with lock:
+                    count[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count[0] / seconds
+
+
+def bench_throughput(
+    folder: Path, engines: list[str], rounds: int, seconds: float
+) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for engine in engines:
+            for system in (engine, f"sitebus-{engine}"):
+                with Running(system, folder) as server:
+                    server.wait_ready()
+                    samples.setdefault(system, []).append(throughput(server.port, seconds))
+    return {system: statistics.median(values) for system, values in samples.items()}
+
+
+# -- output ------------------------------------------------------------------
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else 7
+    engines = ["cheroot", "wsgiref", "waitress", "uvicorn"]
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        (folder / "bench_app.py").write_text(APP)
+        for name, text in BARE.items():
+            (folder / name).write_text(text)
+        # Bytecode for sitebus as an installed package has it: an editable
+        # install under PYTHONDONTWRITEBYTECODE would recompile it at every spawn,
+        # while the peers load theirs from site-packages.
+        compileall.compile_dir(Path(sitebus.__file__).parent, quiet=1)
+        print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, loopback only")
+
+        rows = bench_restart(folder, ["sitebus", "cherrypy", "gunicorn"], after=3.0)
+        table(
+            "1. SIGHUP restart under load (4 client threads, new connection per request)",
+            ["system", "answered", "failed", "failures", "longest wait ms", "longest gap ms"],
+            rows,
+        )
+
+        rows = bench_sigterm(
+            folder, ["sitebus", "cherrypy", "gunicorn", "uvicorn", "waitress"], slow=20
+        )
+        table(
+            "2. SIGTERM with 20 slow (1 s) requests in flight, 2 steady client threads",
+            ["system", "slow completed", "reset", "steady ok", "refused", "exit after last ms"],
+            rows,
+        )
+
+        bare = [*engines, "cherrypy", "gunicorn"]
+        spawned = bench_spawn(folder, bare + [f"sitebus-{e}" for e in engines], rounds)
+        fastest_peer = min(spawned[s] for s in bare)
+        rows = []
+        for system in bare + [f"sitebus-{e}" for e in engines]:
+            engine = system.partition("-")[2]
+            ratio = f"{spawned[system] / spawned[engine]:.2f}x" if engine else ""
+            rows.append(
+                [
+                    system,
+                    f"{spawned[system] * 1000:.0f}",
+                    ratio,
+                    f"{spawned[system] / fastest_peer:.2f}x",
+                ]
+            )
+        table(
+            f"3. Spawn to first 200, median of {rounds}",
+            ["system", "ms", "vs same engine bare", "vs fastest bare peer"],
+            rows,
+        )
+
+        seconds = 2.0 if args.quick else 3.0
+        rates = bench_throughput(folder, engines, 2 if args.quick else 3, seconds)
+        tool = "wrk -t2 -c16" if shutil.which("wrk") else "8 Python client threads"
+        rows = [
+            [
+                engine,
+                f"{rates[engine]:.0f}",
+                f"{rates[f'sitebus-{engine}']:.0f}",
+                f"{rates[f'sitebus-{engine}'] / rates[engine]:.3f}x",
+            ]
+            for engine in engines
+        ]
+        table(
+            f"4. Hello-world throughput, {tool}, {seconds:g} s runs, median",
+            ["engine", "bare req/s", "sitebus req/s", "sitebus / bare"],
+            rows,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The ``sitebus`` command line: the only place that turns errors into exit statuses.
+
+Each subcommand is a function taking the parsed arguments and returning an
+exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
+status 1, and a usage error status 2 (argparse's own). Subcommands:
+
+    sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from .bus import Bus
+from .errors import ImportStringError, SitebusError, StartError
+
+__all__ = ["load_app", "main"]
+
+_ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except StartError as exc:
+        cause = exc.__cause__
+        message = str(cause) if isinstance(cause, SitebusError) else str(exc)
+        print(f"sitebus: error: {message}", file=sys.stderr)
+        return 1
+    except SitebusError as exc:
+        print(f"sitebus: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitebus", description="Run a Python web site on one process bus."
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve one WSGI or ASGI app",
+        description="Serve one WSGI or ASGI app. SIGTERM and SIGINT stop it (exit 0); "
+        "SIGHUP restarts it in place without refusing a connection.",
+    )
+    serve.add_argument("app", help='the app as an import string, "pkg.module:app"')
+    serve.add_argument(
+        "--bind",
+        "-b",
+        action="append",
+        metavar="ADDRESS",
+        help='"HOST:PORT", "[IPV6]:PORT", "unix:/PATH" or "fd://N"; repeatable '
+        "(default 127.0.0.1:8080)",
+    )
+    serve.add_argument(
+        "--engine",
+        choices=_ENGINE_NAMES,
+        help="the HTTP server (default: cheroot for WSGI apps, uvicorn for ASGI apps)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a stop waits for requests in flight (default 30)",
+    )
+    serve.add_argument(
+        "--threads", type=int, default=10, help="request threads, for cheroot and waitress"
+    )
+    serve.add_argument("--certfile", help="TLS certificate (PEM), for cheroot")
+    serve.add_argument("--keyfile", help="TLS private key (PEM), for cheroot")
+    serve.add_argument(
+        "--unix-mode",
+        type=lambda text: int(text, 8),
+        metavar="OCTAL",
+        help="permission bits of Unix socket files, e.g. 660",
+    )
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(command=_serve)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: the servers package is not needed by the other commands.
+    from .servers import Sockets, SocketsOptions
+    from .servers.base import ServerOptions, is_asgi, load_engine
+
+    held = _configure_logging(args.log_level)
+    app = load_app(args.app)
+    engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
+    bus = Bus()
+    sockets = Sockets(
+        bus,
+        SocketsOptions(binds=tuple(args.bind or ["127.0.0.1:8080"]), unix_mode=args.unix_mode),
+    )
+    options = ServerOptions(
+        graceful_timeout=args.graceful_timeout,
+        threads=args.threads,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+    )
+    server = engine(bus, app, sockets, options)
+    sockets.subscribe()
+    server.subscribe()
+    restore_signals = _install_signals(bus)
+    try:
+        try:
+            bus.start()
+        except StartError:
+            held.finish(show=False)  # main() prints the one line that says it all
+            raise
+        held.finish(show=True)
+        return bus.block()
+    finally:
+        restore_signals()
+
+
+def load_app(spec: str) -> Any:
+    """Resolve ``"pkg.module:attr"``, the current directory first on ``sys.path``.
+
+    Like gunicorn and uvicorn: a site is usually started from its own folder.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ImportStringError(f'Import string "{spec}" must be in format "<module>:<attribute>".')
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise ImportStringError(
+                f'Could not import module "{module_name}" of "{spec}": no such module'
+            ) from exc
+        raise ImportStringError(f'Error importing "{spec}": {exc}') from exc
+    except Exception as exc:
+        raise ImportStringError(f'Error importing "{spec}": {type(exc).__name__}: {exc}') from exc
+    app: Any = module
+    for part in attr.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise ImportStringError(
+                f'Attribute "{attr}" not found in module "{module_name}".'
+            ) from None
+    if not callable(app):
+        raise ImportStringError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
+    return app
+
+
+def _configure_logging(level: str) -> _HeldUntilStarted:
+    """Send the bus's log to stderr, one line per message, held back until the start is over.
+
+    A start that fails then prints one line (its error) rather than the
+    rollback's log; ``--log-level debug`` shows everything as it happens.
+    """
+    logger = logging.getLogger("sitebus")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
+    held = _HeldUntilStarted(handler, hold=level != "debug")
+    logger.addHandler(held)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return held
+
+
+class _HeldUntilStarted(logging.Handler):
+    """Passes records on to ``target``, keeping them back while ``hold`` is true."""
+
+    def __init__(self, target: logging.Handler, *, hold: bool) -> None:
+        super().__init__()
+        self.target = target
+        self._held: list[logging.LogRecord] | None = [] if hold else None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        held = self._held
+        if held is None:
+            self.target.handle(record)
+        else:
+            held.append(record)
+
+    def finish(self, *, show: bool) -> None:
+        """Stop holding; pass on what was held if ``show``, else drop it."""
+        held, self._held = self._held, None
+        for record in held if show and held else ():
+            self.target.handle(record)
+
+
+def _install_signals(bus: Bus) -> Callable[[], None]:
+    """The default signal map, through the signals plugin when it is installed."""
+    try:
+        from .plugins.signals import Signals  # type: ignore[import-not-found, unused-ignore]  # on the plugins branch until merged
+    except ImportError:
+        return _install_default_signals(bus)
+    plugin = Signals(bus)
+    plugin.subscribe()
+    restore: Callable[[], None] = plugin.unsubscribe
+    return restore
+
+
+def _install_default_signals(bus: Bus) -> Callable[[], None]:
+    """Stand-in for ``sitebus.plugins.signals.Signals`` until that plugin is merged.
+
+    TODO(merge): delete once ``Signals`` is on this branch; ``_install_signals``
+    already prefers it. Same map: SIGTERM/SIGINT exit, SIGHUP restarts (exits
+    when attached to a terminal), SIGUSR1 graceful. Handlers only record.
+    """
+    on_terminal = sys.stdin is not None and sys.stdin.isatty()
+
+    def exit_(signum: int, frame: FrameType | None) -> None:
+        bus.request_exit()
+
+    def hangup(signum: int, frame: FrameType | None) -> None:
+        if on_terminal:
+            bus.request_exit()
+        else:
+            bus.request_restart()
+
+    def graceful(signum: int, frame: FrameType | None) -> None:
+        bus.request_graceful()
+
+    handlers = {
+        signal.SIGTERM: exit_,
+        signal.SIGINT: exit_,
+        signal.SIGHUP: hangup,
+        signal.SIGUSR1: graceful,
+    }
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+    def restore() -> None:
+        for signum, handler in reversed(previous.items()):
+            signal.signal(signum, handler)
+
+    return restore

@@ -1,0 +1,148 @@
+"""The Server plugin: one engine serving one app on the bus's sockets.
+
+An engine adapter only knows how to serve a list of listening sockets and how
+to stop accepting and finish what is in flight; this base class ties that to
+the bus. It serves at priority 70, after the sockets are bound (60) and
+privileges dropped (65), and stops in reverse order, before the sockets close.
+
+A graceful stop, in order: hold off new connections (``Sockets.hold_off``),
+let the engine accept what the kernel already queued (``wait_drained``), stop
+accepting, let in-flight requests finish within ``graceful_timeout``, close.
+During a restart the first two steps are skipped: the sockets stay open for
+the next image and new connections wait in their queue for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..bus import Bus
+from ..errors import MissingExtraError, SitebusError
+from ..plugin import Plugin, priority
+from .sockets import Sockets
+
+__all__ = ["ENGINES", "Server", "ServerOptions", "load_engine"]
+
+App = Callable[..., Any]
+
+# name -> (module, class, pip extra); modules are imported only when chosen.
+ENGINES: dict[str, tuple[str, str, str | None]] = {
+    "cheroot": ("sitebus.servers.cheroot", "CherootServer", "cheroot"),
+    "uvicorn": ("sitebus.servers.uvicorn", "UvicornServer", "uvicorn"),
+    "waitress": ("sitebus.servers.waitress", "WaitressServer", "waitress"),
+    "wsgiref": ("sitebus.servers.wsgiref", "WsgirefServer", None),
+}
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How an engine serves.
+
+    ``graceful_timeout``: seconds a stop waits for in-flight requests (30, as
+    gunicorn). ``threads``: request threads for the engines that pool them.
+    ``certfile``/``keyfile``: TLS, for the engines that support it.
+    """
+
+    graceful_timeout: float = 30.0
+    threads: int = 10
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+class Server(Plugin):
+    """Serves ``app`` on every listener of ``sockets``; subclasses are the engines.
+
+    A subclass implements ``serve(socks)``, which returns once the engine
+    accepts on every socket, and ``shutdown(deadline)``, which stops accepting,
+    waits for in-flight requests until ``deadline`` (monotonic) and releases
+    the engine. Engines get duplicates of the bus's sockets and may close them;
+    they must never ``shutdown()`` a listener, which would reset its queue.
+    """
+
+    engine: ClassVar[str] = ""
+    tls_supported: ClassVar[bool] = False
+
+    def __init__(
+        self, bus: Bus, app: App, sockets: Sockets, options: ServerOptions | None = None
+    ) -> None:
+        super().__init__(bus)
+        self.app = app
+        self.sockets = sockets
+        self.options = options or ServerOptions()
+        if (self.options.certfile or self.options.keyfile) and not self.tls_supported:
+            raise SitebusError(f"The {self.engine} engine does not support TLS certificates")
+        for path in filter(None, (self.options.certfile, self.options.keyfile)):
+            if not os.path.isfile(path):
+                raise SitebusError(f'TLS file "{path}" does not exist or is not a file')
+        self._serving = False
+
+    @property
+    def tls(self) -> bool:
+        return self.options.certfile is not None
+
+    @priority(70)
+    def start(self) -> None:
+        socks = [listener.socket.dup() for listener in self.sockets.listeners]
+        try:
+            self.serve(socks)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        self._serving = True
+        scheme = "https" if self.tls else "http"
+        for listener in self.sockets.listeners:
+            where = listener.url.replace("http", scheme, 1)
+            self.bus.log(f"{self.engine} serving on {where}")
+
+    @priority(70)
+    def stop(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        deadline = time.monotonic() + self.options.graceful_timeout
+        if not self.bus.restarting:
+            self.sockets.hold_off()
+            if not self.sockets.wait_drained(deadline):
+                self.bus.log("Connections still queued at the graceful timeout", logging.WARNING)
+        self.shutdown(deadline)
+
+    def serve(self, socks: list[socket.socket]) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, deadline: float) -> None:
+        raise NotImplementedError
+
+
+def load_engine(name: str) -> type[Server]:
+    """The Server class of engine ``name``, importing it only now."""
+    try:
+        module_name, class_name, extra = ENGINES[name]
+    except KeyError:
+        known = ", ".join(sorted(ENGINES))
+        raise SitebusError(f'Unknown engine "{name}": expected one of {known}') from None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if extra is None or exc.name is None or exc.name.startswith("sitebus"):
+            raise
+        raise MissingExtraError(
+            f"The {name} engine needs {exc.name}: pip install 'sitebus[{extra}]'"
+        ) from exc
+    engine: type[Server] = getattr(module, class_name)
+    return engine
+
+
+def is_asgi(app: App) -> bool:
+    """True for an ASGI application (a coroutine function, or an object with one as __call__)."""
+    import inspect
+
+    call = app if inspect.isroutine(app) else getattr(app, "__call__", None)  # noqa: B004  # we want the method itself, not callable()
+    return inspect.iscoroutinefunction(call)

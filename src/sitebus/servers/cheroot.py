@@ -1,0 +1,126 @@
+"""cheroot (CherryPy's HTTP server) as an engine: the default for WSGI apps.
+
+cheroot binds its own socket in ``prepare()`` and, in ``stop()``, connects to
+that socket to wake its accept loop and then closes it. Neither suits sockets
+the bus owns: a self-connect would be held off by the SYN filter of a graceful
+stop (a one-second stall) or, during a restart, be handed to the next image
+as an empty connection. So this adapter replaces those two steps: it serves a
+given socket, and wakes the loop through a pipe registered beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cheroot import connections, server, wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from .base import Server
+
+__all__ = ["CherootServer"]
+
+
+class _Wake:
+    """What the wake-up pipe hands to cheroot's workers: a connection with nothing to do."""
+
+    last_used = float("inf")  # never expired by cheroot's keep-alive sweep
+
+    def communicate(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _Cheroot(wsgi.Server):
+    """cheroot's WSGI server on a socket it is given rather than one it binds."""
+
+    def __init__(
+        self, sock: socket.socket, app: Any, threads: int, log: Callable[[str, int, bool], None]
+    ) -> None:
+        if sock.family == socket.AF_UNIX:
+            bind_addr: Any = sock.getsockname()
+        else:
+            bind_addr = sock.getsockname()[:2]
+        super().__init__(bind_addr, app, numthreads=threads)
+        self._given = sock
+        self._log = log
+        self._wake_read, self._wake_write = os.pipe()
+
+    def prepare(self) -> None:
+        self._interrupt = None
+        if self.software is None:
+            self.software = f"{self.version} Server"
+        self.socket = self._given
+        # cheroot accepts with a timeout, as its own prepare() sets it up.
+        self.socket.settimeout(1)
+        self._connections = connections.ConnectionManager(self)
+        selector = self._connections._selector  # type: ignore[attr-defined]  # private: see the module docstring
+        selector.register(self._wake_read, selectors.EVENT_READ, _Wake())
+        self.requests.start()
+        self.ready = True
+        self._start_time = time.time()
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """cheroot's error hook, into the bus's log rather than straight to stderr."""
+        self._log(f"cheroot: {msg}", level, traceback)
+
+    def stop_accepting(self, timeout: float) -> None:
+        """Leave the accept loop at once; the socket, its queue and in-flight requests stay."""
+        self.ready = False
+        # cheroot's own stop() does these two, then the self-connect we avoid.
+        self._unservicable_conns.put(server._STOPPING_FOR_INTERRUPT)  # type: ignore[attr-defined]  # private: see the module docstring
+        self._connections._stop_requested = True  # type: ignore[attr-defined]  # private: see the module docstring
+        os.write(self._wake_write, b"\0")
+
+    def finish(self, timeout: float) -> None:
+        """Close idle keep-alive connections, let the workers finish, release the socket."""
+        self._connections.stop()
+        self._connections.close()
+        self.requests.stop(max(0.0, timeout))
+        self.socket.close()
+        self.socket = None
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+class CherootServer(Server):
+    """Serves a WSGI app with cheroot's thread pool; supports TLS."""
+
+    engine = "cheroot"
+    tls_supported = True
+
+    def serve(self, socks: list[socket.socket]) -> None:
+        self._servers: list[_Cheroot] = []
+        self._threads: list[threading.Thread] = []
+        try:
+            for sock in socks:
+                httpd = _Cheroot(sock, self.app, self.options.threads, self._error_log)
+                if self.options.certfile:
+                    adapter = BuiltinSSLAdapter(self.options.certfile, self.options.keyfile)
+                    httpd.ssl_adapter = adapter
+                httpd.prepare()
+                thread = threading.Thread(target=httpd.serve, name="sitebus-cheroot")
+                thread.start()
+                self._servers.append(httpd)
+                self._threads.append(thread)
+        except BaseException:
+            self.shutdown(time.monotonic())  # the ones already serving; the bus rolls back
+            raise
+
+    def _error_log(self, message: str, level: int, traceback: bool) -> None:
+        self.bus.log(message, level, exc_info=traceback)
+
+    def shutdown(self, deadline: float) -> None:
+        for httpd in self._servers:
+            httpd.stop_accepting(deadline - time.monotonic())
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for httpd in self._servers:
+            httpd.finish(deadline - time.monotonic())

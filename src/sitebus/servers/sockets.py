@@ -1,0 +1,250 @@
+"""The listening sockets of a site, bound by the bus itself during ``start``.
+
+Binding at priority 60, before privileges drop (65) and before any engine
+serves (70), means a privileged port is bound while the process is still
+root, and an address in use fails the start before anything serves: the bus
+rolls back and the command line prints one line naming the address.
+
+The sockets outlive the engines: on a restart they stay open across the
+re-exec and the next image adopts them (see ``_handoff``), so connections wait
+in the kernel's queue instead of being refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+
+from ..bus import Bus
+from ..errors import BindError
+from ..plugin import Plugin, priority
+from . import _handoff
+from ._address import Address, parse_address, url
+from ._holdoff import hold_off_syn, wait_queue_empty
+
+__all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
+
+
+@dataclass(frozen=True)
+class SocketsOptions:
+    """What to listen on.
+
+    ``binds``: address specs (see ``parse_address``). ``backlog``: the listen
+    queue length, which also bounds how many connections can wait across a
+    restart. ``unix_mode``: permission bits for Unix socket files (None keeps
+    the umask's). ``drain_quiet``: how long a listener must stay without queued
+    connections during a stop before it is closed (covers handshakes in flight).
+    """
+
+    binds: tuple[str, ...] = ("127.0.0.1:8080",)
+    backlog: int = 1024
+    unix_mode: int | None = None
+    drain_quiet: float = 0.05
+
+
+@dataclass
+class Listener:
+    """A bound, listening socket and the address it was configured as."""
+
+    address: Address
+    socket: socket.socket
+    # The socket file this process created, with its inode: removed at a stop
+    # only if it is still ours.
+    unix_path: str | None = None
+    unix_inode: int | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return url(self.socket)
+
+
+class Sockets(Plugin):
+    """Binds (or adopts) the configured listeners at start, closes them at stop.
+
+    A stop during a restart keeps them open and records them for the next
+    image instead. ``hold_off()`` and ``wait_drained()`` are the first half of
+    a graceful stop, called by the server plugins before they stop accepting.
+    """
+
+    def __init__(self, bus: Bus, options: SocketsOptions | None = None) -> None:
+        super().__init__(bus)
+        self.options = options or SocketsOptions()
+        # Parse now: a malformed address is a usage error, not a start failure.
+        self.addresses = [parse_address(spec) for spec in self.options.binds]
+        self.listeners: list[Listener] = []
+
+    @priority(60)
+    def start(self) -> None:
+        handed = _handoff.take()
+        used: set[int] = set()
+        try:
+            for address in self.addresses:
+                fd = handed.get(address.spec)
+                if fd is not None:
+                    listener = adopt(address, fd)
+                    used.add(fd)
+                else:
+                    listener = bind(address, self.options)
+                self.listeners.append(listener)
+        finally:
+            _handoff.close_unused(handed, used)
+
+    @priority(60)
+    def stop(self) -> None:
+        listeners, self.listeners = self.listeners, []
+        if self.bus.restarting:
+            fds: dict[str, int] = {}
+            for listener in listeners:
+                listener.socket.set_inheritable(True)
+                fds[listener.address.spec] = listener.socket.fileno()
+                # detach(): the socket object must not close the descriptor
+                # when it is collected before the exec.
+                listener.socket.detach()
+            _handoff.record(fds)
+            self.bus.log(f"Keeping {len(fds)} listening socket(s) open for the re-exec")
+            return
+        for listener in listeners:
+            _remove_socket_file(listener)
+            listener.socket.close()
+
+    def hold_off(self) -> None:
+        """Stop new connections from being queued; queued ones stay to be served."""
+        for listener in self.listeners:
+            if listener.unix_path is not None:
+                _remove_socket_file(listener)
+            else:
+                hold_off_syn(listener.socket)
+
+    def wait_drained(self, deadline: float) -> bool:
+        """Wait (until ``deadline``, monotonic) for the engines to accept what is queued."""
+        socks = [listener.socket for listener in self.listeners]
+        return wait_queue_empty(socks, self.options.drain_quiet, deadline)
+
+
+def bind(address: Address, options: SocketsOptions) -> Listener:
+    """Bind and listen on ``address``; raise ``BindError`` naming it on failure."""
+    if address.kind == "fd":
+        return adopt(address, address.fd)
+    if address.kind == "unix":
+        return _bind_unix(address, options)
+    try:
+        infos = socket.getaddrinfo(
+            address.host or None,
+            address.port,
+            socket.AF_UNSPEC,
+            socket.SOCK_STREAM,
+            0,
+            socket.AI_PASSIVE,
+        )
+    except socket.gaierror as exc:
+        raise BindError(
+            f'Cannot bind "{address}": unknown host "{address.host}" ({exc.strerror})'
+        ) from exc
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: small HTTP answers go out at once
+        # instead of waiting on Nagle's algorithm for the client's ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(sockaddr)
+        sock.listen(options.backlog)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(address, exc) from exc
+    return Listener(address, sock)
+
+
+def adopt(address: Address, fd: int) -> Listener:
+    """Take over descriptor ``fd``, which must be a listening stream socket."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        why = {errno.ENOTSOCK: "is not a listening socket", errno.EBADF: "is not open"}
+        text = why.get(exc.errno or 0, f"cannot be used: {exc.strerror}")
+        raise BindError(f'Cannot adopt "{address}": descriptor {fd} {text}') from exc
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError:
+        listening = 0
+    if sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise BindError(f'Cannot adopt "{address}": descriptor {fd} is not a listening socket')
+    sock.set_inheritable(False)
+    sock.setblocking(True)
+    listener = Listener(address, sock)
+    if address.kind == "unix" and sock.family == socket.AF_UNIX:
+        listener.unix_path = address.path
+        listener.unix_inode = _inode(address.path)
+    return listener
+
+
+def _bind_unix(address: Address, options: SocketsOptions) -> Listener:
+    path = address.path
+    _remove_stale(address)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if options.unix_mode is not None:
+            os.chmod(path, options.unix_mode)
+        sock.listen(options.backlog)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(address, exc) from exc
+    return Listener(address, sock, unix_path=path, unix_inode=_inode(path))
+
+
+def _remove_stale(address: Address) -> None:
+    """Remove a socket file nobody listens on; refuse to touch anything else."""
+    path = address.path
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _bind_error(address, exc) from exc
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f'Cannot bind "{address}": {path} exists and is not a socket')
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        raise _bind_error(address, exc) from exc
+    finally:
+        probe.close()
+    raise BindError(f'Cannot bind "{address}": another process is listening on it')
+
+
+def _remove_socket_file(listener: Listener) -> None:
+    path, inode = listener.unix_path, listener.unix_inode
+    listener.unix_path = None
+    if path is not None and inode is not None and _inode(path) == inode:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
+
+
+def _bind_error(address: Address, exc: OSError) -> BindError:
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use"
+    elif exc.errno == errno.EACCES and address.kind == "tcp" and 0 < address.port < 1024:
+        why = "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "no interface has that address"
+    else:
+        why = exc.strerror or str(exc)
+    return BindError(f'Cannot bind "{address}": {why}')

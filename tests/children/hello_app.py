@@ -1,0 +1,54 @@
+"""Small WSGI and ASGI apps for the server tests.
+
+``/`` answers ``hello <pid>``; ``/slow?MS`` answers the same after MS
+milliseconds (500 by default), first reporting ``slow`` to the test when run
+in a child with a report pipe. ``asgi`` is the same app for ASGI, and reports
+its lifespan events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def _report(line: str) -> None:
+    fd = os.environ.get("SITEBUS_TEST_REPORT_FD")
+    if fd is not None:
+        os.write(int(fd), line.encode() + b"\n")
+
+
+def _body() -> bytes:
+    return f"hello {os.getpid()}".encode()
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/slow":
+        _report("slow")
+        time.sleep(int(environ.get("QUERY_STRING") or "500") / 1000)
+    body = _body()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                _report("lifespan startup")
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                _report("lifespan shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/slow":
+        _report("slow")
+        await asyncio.sleep(int(scope.get("query_string", b"").decode() or "500") / 1000)
+    body = _body()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,246 @@
+"""``sitebus serve`` in real child processes: signals, restart under load, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import CHILDREN, WAIT, Child
+from test_servers import get
+
+Spawn = Callable[..., Child]
+APPS = {"cheroot": "app", "wsgiref": "app", "waitress": "app", "uvicorn": "asgi"}
+
+
+def serve(spawn: Spawn, engine: str = "cheroot", *extra: str) -> tuple[Child, int]:
+    """Start ``sitebus serve`` on a free loopback port; return the child and the port."""
+    args = [
+        str(CHILDREN / "serve_reporting.py"),
+        f"hello_app:{APPS[engine]}",
+        "--bind",
+        "127.0.0.1:0",
+        "--engine",
+        engine,
+        *extra,
+    ]
+    child = spawn(args, cwd=CHILDREN)
+    line = expect(child, f"{engine} serving on http://127.0.0.1:")
+    return child, int(line.rsplit(":", 1)[1])
+
+
+def expect(child: Child, report: str) -> str:
+    """The next report that is not an ASGI lifespan event; it must start with ``report``."""
+    line = child.next_report()
+    while line.startswith("lifespan "):
+        line = child.next_report()
+    assert line.startswith(report), f"expected {report!r}, got {line!r}\n{child.output()}"
+    return line
+
+
+def run_sitebus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sitebus`` to completion in the children's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "sitebus", *args],
+        cwd=CHILDREN,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_then_exits_zero_on_sigterm_and_sigint(spawn: Spawn, signum: int) -> None:
+    child, port = serve(spawn)
+    assert get(port)[0] == 200
+    child.signal(signum)
+    child.expect("exited 0")
+    assert child.wait() == 0, child.output()
+
+
+def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
+    child, port = serve(spawn)
+    results: list[object] = []
+
+    def client() -> None:
+        try:
+            results.append(get(port, "/slow?500")[0])
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        child.expect("slow")
+    child.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == [200] * 5
+    child.expect("exited 0")
+    assert child.wait() == 0
+
+
+def test_restart_lets_requests_in_flight_finish(spawn: Spawn) -> None:
+    child, port = serve(spawn)
+    results: list[object] = []
+
+    def client() -> None:
+        try:
+            results.append(get(port, "/slow?500")[0])
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        child.expect("slow")
+    child.signal(signal.SIGHUP)
+    expect(child, f"cheroot serving on http://127.0.0.1:{port}")
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == [200] * 3
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+
+
+@pytest.mark.parametrize("engine", sorted(APPS))
+def test_restart_under_a_client_loop_fails_no_request(spawn: Spawn, engine: str) -> None:
+    """SIGHUP re-executes the process; its socket stays open, so no request fails."""
+    child, port = serve(spawn, engine)
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    warmed_up, done = threading.Event(), threading.Event()
+    restarted = threading.Event()
+    after_restart = 0
+
+    def client() -> None:
+        nonlocal after_restart
+        for _ in range(1000):
+            if done.is_set():
+                return
+            try:
+                outcome = f"status {get(port)[0]}"
+            except Exception as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes[outcome] += 1
+                if outcomes["status 200"] >= 100:
+                    warmed_up.set()
+                if restarted.is_set():
+                    after_restart += 1
+                    if after_restart >= 200:
+                        done.set()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert warmed_up.wait(WAIT)
+        child.signal(signal.SIGHUP)
+        # The new image adopted the same socket: binding port 0 again would
+        # have given another port.
+        expect(child, f"{engine} serving on http://127.0.0.1:{port}")
+        restarted.set()
+    finally:
+        for thread in threads:
+            thread.join(WAIT)
+    assert set(outcomes) == {"status 200"}, outcomes
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+
+
+def test_address_in_use_is_one_line_and_nonzero_exit() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        spec = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = run_sitebus("serve", "hello_app:app", "--bind", spec)
+    assert done.returncode == 1
+    assert done.stderr == f'sitebus: error: Cannot bind "{spec}": address already in use\n'
+
+
+def test_privileged_port_as_nobody_is_one_line_and_nonzero_exit(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """A child that dropped to nobody cannot bind port 80: it says so in one line."""
+    child = spawn(
+        [str(CHILDREN / "serve_as_nobody.py"), "hello_app:app", "--bind", "127.0.0.1:80"],
+        cwd=CHILDREN,
+    )
+    assert child.wait() == 1, child.output()
+    assert child.stderr() == (
+        'sitebus: error: Cannot bind "127.0.0.1:80": permission denied '
+        "(a port below 1024 needs root or CAP_NET_BIND_SERVICE)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("hello_app", 'Import string "hello_app" must be in format "<module>:<attribute>".'),
+        ("no_such_module:app", 'Could not import module "no_such_module"'),
+        ("hello_app:nope", 'Attribute "nope" not found in module "hello_app".'),
+    ],
+)
+def test_unusable_app_is_one_line_and_nonzero_exit(spec: str, expected: str) -> None:
+    done = run_sitebus("serve", spec, "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"sitebus: error: {expected}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_serve_adopts_an_inherited_descriptor(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        fd = listener.fileno()
+        with open(tmp_path / "err", "wb") as err:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sitebus", "serve", "hello_app:app", "--bind", f"fd://{fd}"],
+                cwd=CHILDREN,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(fd,),
+            )
+        try:
+            # The socket listens already: the request waits in its queue until
+            # the child serves it.
+            status, body = get(listener.getsockname()[1])
+            assert status == 200 and body == f"hello {child.pid}".encode()
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(WAIT) == 0, (tmp_path / "err").read_text()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(WAIT)
+    assert os.path.exists(tmp_path / "err")
+
+
+def test_restart_keeps_the_unix_socket_file_and_removes_it_at_exit(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    path = tmp_path / "site.sock"
+    child, port = serve(spawn, "cheroot", "--bind", f"unix:{path}")
+    expect(child, f"cheroot serving on http+unix://{path}")
+    inode = path.stat().st_ino
+    assert get(str(path))[0] == 200
+    child.signal(signal.SIGHUP)
+    expect(child, f"cheroot serving on http://127.0.0.1:{port}")
+    expect(child, f"cheroot serving on http+unix://{path}")
+    assert path.stat().st_ino == inode, "the new image adopted the socket, it did not bind again"
+    assert get(str(path))[0] == 200
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    assert not path.exists()

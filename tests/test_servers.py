@@ -1,0 +1,260 @@
+"""Each engine on the bus's sockets: real HTTP on loopback, graceful stops, no resets."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitebus import Bus, SitebusError, StartError
+from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
+
+WAIT = 30.0
+ENGINES = ["cheroot", "wsgiref", "waitress", "uvicorn"]
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def get(where: int | str, path: str = "/", timeout: float = WAIT) -> tuple[int, bytes]:
+    """GET over a fresh connection to a loopback port or a Unix socket path."""
+    if isinstance(where, int):
+        conn = http.client.HTTPConnection("127.0.0.1", where, timeout=timeout)
+    else:
+        conn = _UnixConnection(where, timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class App:
+    """A WSGI and an ASGI app that count slow requests in flight, for the tests to wait on."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.changed = threading.Condition()
+        self.lifespan: list[str] = []
+        self.fail_startup = False
+
+    def _slow_began(self) -> None:
+        with self.changed:
+            self.in_flight += 1
+            self.changed.notify_all()
+
+    def wait_in_flight(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.in_flight >= count, WAIT)
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            self._slow_began()
+            time.sleep(0.3)  # the slow request under test, not a wait of the test's own
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
+
+    async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rpartition(".")[2]
+                self.lifespan.append(kind)
+                if kind == "startup" and self.fail_startup:
+                    await send({"type": "lifespan.startup.failed", "message": "no database"})
+                    return
+                await send({"type": f"{message['type']}.complete"})
+                if kind == "shutdown":
+                    return
+        if scope["path"] == "/slow":
+            self._slow_began()
+            await asyncio.sleep(0.3)
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+
+class Site:
+    """A bus with Sockets and one engine serving ``App``; ``port`` once started."""
+
+    def __init__(
+        self,
+        engine: str,
+        binds: tuple[str, ...] = ("127.0.0.1:0",),
+        options: ServerOptions | None = None,
+    ) -> None:
+        self.bus = Bus(listener_timeout=WAIT)
+        self.app = App()
+        self.logged: list[str] = []
+        self.bus.subscribe("log", lambda message, level, exc: self.logged.append(message))
+        self.sockets = Sockets(self.bus, SocketsOptions(binds=binds))
+        handler = self.app.asgi if engine == "uvicorn" else self.app.wsgi
+        options = options or ServerOptions(graceful_timeout=10.0, threads=8)
+        self.server = load_engine(engine)(self.bus, handler, self.sockets, options)
+        self.sockets.subscribe()
+        self.server.subscribe()
+
+    @property
+    def port(self) -> int:
+        port: int = self.sockets.listeners[0].socket.getsockname()[1]
+        return port
+
+
+@pytest.fixture(params=ENGINES)
+def site(request: pytest.FixtureRequest) -> Iterator[Site]:
+    site = Site(request.param)
+    yield site
+    site.bus.stop()
+
+
+def test_engine_answers_on_tcp_and_unix_socket(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    for engine in ENGINES:
+        path = str(tmp_path / f"{engine}.sock")
+        site = Site(engine, ("127.0.0.1:0", f"unix:{path}"))
+        with site.bus.running():
+            assert get(site.port) == (200, b"hello"), engine
+            assert get(path) == (200, b"hello"), engine
+            assert f"{engine} serving on http://127.0.0.1:{site.port}" in site.logged
+            assert f"{engine} serving on http+unix://{path}" in site.logged
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("engine", ["cheroot", "uvicorn"])
+def test_tls_with_certificate_and_key(engine: str, tmp_path: Path) -> None:
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    site = Site(engine, options=ServerOptions(graceful_timeout=10.0, certfile=cert, keyfile=key))
+    context = ssl.create_default_context(cafile=cert)
+    context.check_hostname = False
+    with site.bus.running():
+        conn = http.client.HTTPSConnection("127.0.0.1", site.port, timeout=WAIT, context=context)
+        try:
+            conn.request("GET", "/", headers={"Connection": "close"})
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"hello")
+        finally:
+            conn.close()
+        assert f"{engine} serving on https://127.0.0.1:{site.port}" in site.logged
+
+
+def test_engine_without_tls_refuses_a_certificate() -> None:
+    with pytest.raises(SitebusError, match="wsgiref engine does not support TLS"):
+        Site("wsgiref", options=ServerOptions(certfile="cert.pem"))
+
+
+def test_missing_certificate_file_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "cert.pem")
+    with pytest.raises(SitebusError, match=f'TLS file "{missing}" does not exist'):
+        Site("cheroot", options=ServerOptions(certfile=missing))
+
+
+def test_graceful_stop_lets_slow_requests_finish(site: Site) -> None:
+    site.bus.start()
+    results: list[tuple[int, bytes] | BaseException] = []
+
+    def client() -> None:
+        try:
+            results.append(get(site.port, "/slow"))
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    site.app.wait_in_flight(5)
+    site.bus.stop()
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == [(200, b"hello")] * 5
+
+
+def test_stop_under_a_stream_of_connections_answers_or_refuses_never_resets(site: Site) -> None:
+    """Every connection made while the site stops gets its answer or is refused."""
+    site.bus.start()
+    port = site.port
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def client() -> None:
+        for _ in range(2000):
+            try:
+                status, _ = get(port)
+                outcome = f"status {status}"
+            except ConnectionRefusedError:
+                outcome = "refused"
+            except Exception as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes[outcome] += 1
+                if outcomes["status 200"] >= 100:
+                    enough.set()
+            if outcome == "refused":
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert enough.wait(WAIT)
+    site.bus.stop()
+    for thread in threads:
+        thread.join(WAIT)
+    assert set(outcomes) == {"status 200", "refused"}, outcomes
+
+
+def test_asgi_lifespan_follows_bus_start_and_stop() -> None:
+    site = Site("uvicorn")
+    site.bus.start()
+    assert site.app.lifespan == ["startup"]
+    site.bus.stop()
+    assert site.app.lifespan == ["startup", "shutdown"]
+
+
+def test_asgi_lifespan_startup_failure_fails_the_bus_start() -> None:
+    site = Site("uvicorn")
+    site.app.fail_startup = True
+    with pytest.raises(StartError, match="lifespan startup failed"):
+        site.bus.start()
+    assert not site.sockets.listeners, "the sockets were closed by the rollback"
+
+
+def test_engines_are_imported_only_when_chosen() -> None:
+    code = (
+        "import sys, sitebus.servers, sitebus.cli; "
+        "print(sorted(m for m in ('cheroot', 'uvicorn', 'waitress') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_unknown_engine_names_the_known_ones() -> None:
+    with pytest.raises(SitebusError, match='Unknown engine "nginx": expected one of cheroot, '):
+        load_engine("nginx")
