@@ -4,7 +4,7 @@ Each subcommand is a function taking the parsed arguments and returning an
 exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
 status 1, and a usage error status 2 (argparse's own). Subcommands:
 
-    sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME]
+    sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
 from .bus import Bus
 from .errors import ImportStringError, SitebusError, StartError
+from .plugins.signals import Signals
 
 __all__ = ["load_app", "main"]
 
@@ -87,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OCTAL",
         help="permission bits of Unix socket files, e.g. 660",
     )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart with the new code when a source file of the app changes (development)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(command=_serve)
     return parser
@@ -114,7 +118,12 @@ def _serve(args: argparse.Namespace) -> int:
     server = engine(bus, app, sockets, options)
     sockets.subscribe()
     server.subscribe()
-    restore_signals = _install_signals(bus)
+    if args.reload:
+        from .plugins.autoreload import Autoreload
+
+        Autoreload(bus).subscribe()
+    signals = Signals(bus)
+    signals.subscribe()
     try:
         try:
             bus.start()
@@ -124,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         held.finish(show=True)
         return bus.block()
     finally:
-        restore_signals()
+        signals.unsubscribe()
 
 
 def load_app(spec: str) -> Any:
@@ -197,51 +206,3 @@ class _HeldUntilStarted(logging.Handler):
         held, self._held = self._held, None
         for record in held if show and held else ():
             self.target.handle(record)
-
-
-def _install_signals(bus: Bus) -> Callable[[], None]:
-    """The default signal map, through the signals plugin when it is installed."""
-    try:
-        from .plugins.signals import Signals  # type: ignore[import-not-found, unused-ignore]  # on the plugins branch until merged
-    except ImportError:
-        return _install_default_signals(bus)
-    plugin = Signals(bus)
-    plugin.subscribe()
-    restore: Callable[[], None] = plugin.unsubscribe
-    return restore
-
-
-def _install_default_signals(bus: Bus) -> Callable[[], None]:
-    """Stand-in for ``sitebus.plugins.signals.Signals`` until that plugin is merged.
-
-    TODO(merge): delete once ``Signals`` is on this branch; ``_install_signals``
-    already prefers it. Same map: SIGTERM/SIGINT exit, SIGHUP restarts (exits
-    when attached to a terminal), SIGUSR1 graceful. Handlers only record.
-    """
-    on_terminal = sys.stdin is not None and sys.stdin.isatty()
-
-    def exit_(signum: int, frame: FrameType | None) -> None:
-        bus.request_exit()
-
-    def hangup(signum: int, frame: FrameType | None) -> None:
-        if on_terminal:
-            bus.request_exit()
-        else:
-            bus.request_restart()
-
-    def graceful(signum: int, frame: FrameType | None) -> None:
-        bus.request_graceful()
-
-    handlers = {
-        signal.SIGTERM: exit_,
-        signal.SIGINT: exit_,
-        signal.SIGHUP: hangup,
-        signal.SIGUSR1: graceful,
-    }
-    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
-
-    def restore() -> None:
-        for signum, handler in reversed(previous.items()):
-            signal.signal(signum, handler)
-
-    return restore

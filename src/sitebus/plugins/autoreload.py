@@ -262,6 +262,11 @@ class Autoreload(Plugin):
         try:
             late = self._prepare()
             self._ready.set()
+            watcher = self._watcher
+            if watcher is not None:
+                self.bus.log(
+                    f"Autoreload: watching {len(self._snapshot)} files with {watcher.name}"
+                )
             if late and self._consider(late):
                 return
             while not self._stopping.is_set():
