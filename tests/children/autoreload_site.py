@@ -44,7 +44,11 @@ def main() -> int:
     bus.subscribe("reload", lambda paths: report("reload " + ",".join(sorted(paths))))
     bus.subscribe(
         "log",
-        lambda message, level, exc: message.startswith("Autoreload") and report(f"log {message}"),
+        lambda message, level, exc: (
+            message.startswith("Autoreload")
+            and not message.startswith("Autoreload: watching")  # "watching" is reported apart
+            and report(f"log {message}")
+        ),
     )
     options = AutoreloadOptions(
         paths=tuple(args.glob), debounce=args.debounce, backend=args.backend, poll_interval=0.05
