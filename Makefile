@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench bench-bus bench-autoreload bench-servers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,17 @@ test: lint
 demo: $(VENV)/.test-installed
 	$(BIN)/python examples/persistence.py
 
-bench: $(VENV)/.bench-installed
+# Each benchmark runs its systems side by side in one run and prints ratios.
+bench: bench-bus bench-autoreload bench-servers
+
+bench-bus: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bus.py
+
+bench-autoreload: $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/autoreload.py
+
+bench-servers: $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/servers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
