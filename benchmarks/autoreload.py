@@ -1,6 +1,9 @@
 """Autoreload side by side: idle CPU and write-to-trigger latency, 5,000 modules loaded.
 
 Run: ``.venv/bin/python benchmarks/autoreload.py`` (needs the ``bench`` extra).
+Two parts, both by default: ``--part idle`` is this file's measurement below;
+``--part serve`` is edit to first response through a server with ``--reload``,
+beside gunicorn and uvicorn (``reload_serve.py``, next to this file).
 
 Each system runs in its own child process that imported a realistic set of
 standard-library modules plus 5,000 generated modules, and watches them:
@@ -187,11 +190,25 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20.0, help="idle window, seconds")
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--part", choices=("idle", "serve", "all"), default="all")
+    parser.add_argument("--serve-edits", type=int, default=20, help="edits per server")
     parser.add_argument("--child")
     parser.add_argument("--tree")
     args = parser.parse_args()
     if args.child:
         return run_child(args.child, Path(args.tree))
+    if args.part in ("idle", "all"):
+        bench_idle(args)
+    if args.part in ("serve", "all"):
+        import reload_serve  # beside this file, which is first on sys.path when run
+
+        if args.part == "all":
+            print()
+        reload_serve.bench(args.serve_edits)
+
+
+def bench_idle(args: Any) -> None:
+    """Idle CPU and write-to-trigger latency of each watcher, in child processes."""
 
     systems = args.systems.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="sitebus-bench-autoreload-"))
