@@ -25,6 +25,9 @@ HELD_SIGNALS = frozenset(
     {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
 )
 HELD_SIGNALS_ENV = "SITEBUS_HELD_SIGNALS"
+# An exit asked for while the old image was already tearing down for the
+# restart: the new image carries it out as soon as its block() runs.
+PENDING_EXIT_ENV = "SITEBUS_PENDING_EXIT"
 
 
 def _getcwd() -> str | None:
@@ -41,8 +44,12 @@ def _getcwd() -> str | None:
 LAUNCH_DIR = _getcwd()
 
 
-def reexec(log: Callable[[str, int], None]) -> None:
-    """Exec this process's command line again; returns only if the exec failed."""
+def reexec(log: Callable[[str, int], None], *, pending_exit: int | None = None) -> None:
+    """Exec this process's command line again; returns only if the exec failed.
+
+    ``pending_exit``: the status of an exit request that came too late to stop
+    the restart, for the new image to carry out.
+    """
     argv = [sys.executable, *sys.orig_argv[1:]]
     log(f"Re-executing: {shlex.join(argv)}", logging.INFO)
     for stream in (sys.stdout, sys.stderr):
@@ -53,6 +60,8 @@ def reexec(log: Callable[[str, int], None]) -> None:
             os.chdir(LAUNCH_DIR)
         except OSError as exc:
             log(f"Cannot return to {LAUNCH_DIR} to re-exec: {describe(exc)}", logging.ERROR)
+    if pending_exit is not None:
+        os.environ[PENDING_EXIT_ENV] = str(pending_exit)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     os.environ[HELD_SIGNALS_ENV] = ",".join(str(int(s)) for s in HELD_SIGNALS - held)
     try:
@@ -60,6 +69,7 @@ def reexec(log: Callable[[str, int], None]) -> None:
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.environ.pop(HELD_SIGNALS_ENV, None)
+        os.environ.pop(PENDING_EXIT_ENV, None)
         log(f"Re-exec of {sys.executable} failed: {describe(exc)}", logging.ERROR)
 
 
@@ -70,3 +80,12 @@ def release_held_signals() -> None:
         signal.pthread_sigmask(
             signal.SIG_UNBLOCK, {signal.Signals(int(s)) for s in held.split(",")}
         )
+
+
+def take_pending_exit() -> int | None:
+    """The exit status the previous image asked this one to carry out, if any."""
+    pending = os.environ.pop(PENDING_EXIT_ENV, None)
+    try:
+        return None if pending is None else int(pending)
+    except ValueError:
+        return None

@@ -44,7 +44,7 @@ from enum import Enum
 from typing import Any, NamedTuple, TypeVar, overload
 
 from ._calls import ListenerTiming, Record, call_each, call_each_with_deadline, failures_of
-from ._reexec import reexec, release_held_signals
+from ._reexec import reexec, release_held_signals, take_pending_exit
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
@@ -117,6 +117,7 @@ class Bus:
         self._wakeup: Wakeup | None = None
         self._blocking = False
         self._exiting_in_block = False
+        self._restarting = False  # decided once, when block() begins the teardown
 
     def __repr__(self) -> str:
         return f"<Bus state={self._state.value}>"
@@ -139,11 +140,7 @@ class Bus:
     @property
     def restarting(self) -> bool:
         """True once a restart is under way: stop listeners keep what must survive exec."""
-        return self._exiting_in_block and self._restart_wanted()
-
-    def _restart_wanted(self) -> bool:
-        # An exit request beats a restart request: SIGTERM means stop for good.
-        return self._restart_request and self._exit_request is None
+        return self._restarting
 
     # -- channels -----------------------------------------------------------
 
@@ -406,7 +403,9 @@ class Bus:
         Asking again while ``block()`` is already stopping the site for an
         exit, from the main thread (a second SIGTERM or Ctrl-C), makes it give
         up on the remaining listeners and return at once. An exit request that
-        arrives while a restart is tearing down turns the restart into an exit.
+        arrives while a restart is tearing down does not cut the restart short
+        (its sockets are already kept for the new image): the new image
+        carries the exit out, with a graceful stop, as soon as its block() runs.
         """
         if self._exit_request is None:
             self._exit_request = status
@@ -468,6 +467,9 @@ class Bus:
         # main thread so that the Python handler runs at once.
         previous_wakeup_fd = signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
         self._blocking = True
+        pending_exit = take_pending_exit()
+        if pending_exit is not None and self._exit_request is None:
+            self._exit_request = pending_exit
         release_held_signals()
         try:
             self._serve_requests(wakeup)
@@ -480,8 +482,8 @@ class Bus:
             self._wakeup = None
             wakeup.close()
         self._join_threads()
-        if self._restart_wanted():
-            reexec(self.log)
+        if self._restarting:
+            reexec(self.log, pending_exit=self._exit_request)
             return 1
         return self._status
 
@@ -490,6 +492,8 @@ class Bus:
             try:
                 if self._exit_request is not None or self._restart_request:
                     self._exiting_in_block = True
+                    # An exit asked for before the teardown begins beats a restart.
+                    self._restarting = self._exit_request is None
                     self.exit(self._exit_request or 0)
                 elif self._graceful_request:
                     self._graceful_request = False

@@ -125,8 +125,7 @@ class Pidfile(Plugin):
     """Writes and locks the PID file at start; removes it at stop, unless restarting.
 
     A restart keeps the file through stop and hands it to the next image at
-    exit; if an exit request turned the restart into an exit meanwhile, the
-    file is removed then instead.
+    exit.
 
     Start fails with ``AlreadyRunningError`` (``already running as PID N
     (path)``) when a live site holds the file, replaces a stale file with a
@@ -166,7 +165,7 @@ class Pidfile(Plugin):
 
     @priority(PRIORITY)
     def exit(self) -> None:
-        """Hand the file over to the re-exec, or remove it if the restart became an exit."""
+        """Hand the file over to the re-exec; at a plain exit, remove it (if stop did not)."""
         if self._fd is None:
             return
         if self.bus.restarting:
