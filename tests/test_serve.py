@@ -46,6 +46,22 @@ def expect(child: Child, report: str) -> str:
     return line
 
 
+def slow_clients(port: int, count: int) -> tuple[list[threading.Thread], list[object]]:
+    """Start ``count`` threads each making one slow request; results land in the list."""
+    results: list[object] = []
+
+    def client() -> None:
+        try:
+            results.append(get(port, "/slow?500")[0])
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
 def run_sitebus(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m sitebus`` to completion in the children's folder."""
     return subprocess.run(
@@ -70,17 +86,7 @@ def test_serve_answers_then_exits_zero_on_sigterm_and_sigint(spawn: Spawn, signu
 
 def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
     child, port = serve(spawn)
-    results: list[object] = []
-
-    def client() -> None:
-        try:
-            results.append(get(port, "/slow?500")[0])
-        except Exception as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=client) for _ in range(5)]
-    for thread in threads:
-        thread.start()
+    threads, results = slow_clients(port, 5)
     for _ in threads:
         child.expect("slow")
     child.signal(signal.SIGTERM)
@@ -93,17 +99,7 @@ def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
 
 def test_restart_lets_requests_in_flight_finish(spawn: Spawn) -> None:
     child, port = serve(spawn)
-    results: list[object] = []
-
-    def client() -> None:
-        try:
-            results.append(get(port, "/slow?500")[0])
-        except Exception as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=client) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    threads, results = slow_clients(port, 3)
     for _ in threads:
         child.expect("slow")
     child.signal(signal.SIGHUP)
