@@ -18,6 +18,12 @@ import pytest
 from sitebus import Bus
 
 CHILDREN = Path(__file__).parent / "children"
+
+# A shell starts background jobs with SIGINT ignored, and an ignored signal
+# stays ignored across exec: children would then never see Ctrl-C, and the
+# tests that send SIGINT would prove nothing. Children inherit the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 WAIT = 30.0  # generous bound for anything a child process must do
 
 
