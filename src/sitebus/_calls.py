@@ -14,8 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._wakeup import Wakeup
 
@@ -28,9 +27,13 @@ Callback = Callable[..., Any]
 Record = tuple[Callback, float, Exception | None]
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerTiming:
-    """How one listener fared in a transition: for start-up reports and status."""
+class ListenerTiming(NamedTuple):
+    """How one listener fared in a transition: for start-up reports and status.
+
+    A NamedTuple rather than a dataclass: the core is imported by every site
+    and command, and the dataclasses module alone costs more to import than
+    the whole bus.
+    """
 
     channel: str
     listener: str
