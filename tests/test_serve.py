@@ -240,3 +240,18 @@ def test_restart_keeps_the_unix_socket_file_and_removes_it_at_exit(
     expect(child, "exited 0")
     assert child.wait() == 0
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--threads", "0"], "argument --threads: '0' is not a whole number of at least 1"),
+        (["--graceful-timeout", "-1"], "'-1' is not a number of seconds >= 0"),
+        (["--unix-mode", "9z"], "'9z' is not octal permission bits such as 660"),
+    ],
+)
+def test_bad_option_values_are_one_usage_line(option: list[str], message: str) -> None:
+    done = run_sitebus("serve", "hello_app:app", *option)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -70,19 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long a stop waits for requests in flight (default 30)",
     )
     serve.add_argument(
-        "--threads", type=int, default=10, help="request threads, for cheroot and waitress"
+        "--threads",
+        type=_positive_int,
+        default=10,
+        help="request threads, for cheroot and waitress",
     )
     serve.add_argument("--certfile", help="TLS certificate (PEM), for cheroot")
     serve.add_argument("--keyfile", help="TLS private key (PEM), for cheroot")
     serve.add_argument(
         "--unix-mode",
-        type=lambda text: int(text, 8),
+        type=_octal,
         metavar="OCTAL",
         help="permission bits of Unix socket files, e.g. 660",
     )
@@ -94,6 +97,39 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(command=_serve)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (names itself in the usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _octal(text: str) -> int:
+    """argparse type: permission bits written in octal, such as 660."""
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o7777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not octal permission bits such as 660")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
