@@ -56,3 +56,35 @@ def test_default_bus_has_nothing_subscribed_at_import() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["[]", "STOPPED"]
+
+
+SERVE_PATH = """
+import json, sys
+from sitebus import Bus
+from sitebus.cli import _parser
+from sitebus.plugins.signals import Signals
+from sitebus.servers import Sockets, SocketsOptions
+from sitebus.servers.base import ServerOptions
+_parser().parse_args(["serve", "app:app", "--bind", "127.0.0.1:0"])
+bus = Bus(logger=None)
+Sockets(bus, SocketsOptions(binds=("127.0.0.1:0", "localhost:0"))).subscribe()
+ServerOptions(threads=4)
+Signals(bus)
+bus.start()
+bus.exit()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# Modules the serve path once loaded for little use, each a millisecond or
+# more of every start and restart: dataclasses (with inspect, ast and dis)
+# for option records, shutil (with zlib, bz2, lzma) for argparse's terminal
+# width, the IDNA codec for encoding "127.0.0.1", ctypes for a stop's filter.
+HEAVY = ["ast", "ctypes", "dataclasses", "dis", "encodings.idna", "inspect", "lzma", "shutil"]
+
+
+def test_the_serve_path_loads_no_heavy_module_it_does_not_need() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE_PATH], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    assert [name for name in HEAVY if name in loaded] == []

@@ -39,7 +39,7 @@ def open_dir() -> Iterator[Path]:
 
 
 def _pidfile(bus: Bus, path: Path) -> Pidfile:
-    plugin = Pidfile(bus, PidfileOptions(path))
+    plugin = Pidfile(bus, PidfileOptions(path=path))
     plugin.subscribe()
     return plugin
 

@@ -25,7 +25,7 @@ def signals(bus: Bus) -> Iterator[Callable[..., Signals]]:
     made: list[Signals] = []
 
     def make(**actions: str) -> Signals:
-        plugin = Signals(bus, SignalsOptions(actions))
+        plugin = Signals(bus, SignalsOptions(actions=actions))
         plugin.subscribe()
         made.append(plugin)
         return plugin
@@ -106,7 +106,7 @@ def test_map_is_configurable_per_signal(bus: Bus, signals: Callable[..., Signals
 )
 def test_unknown_signal_or_action_is_a_clear_error(actions: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match="expected") as info:
-        SignalsOptions(actions)
+        SignalsOptions(actions=actions)
     assert named in str(info.value)
 
 

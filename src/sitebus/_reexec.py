@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -50,6 +49,8 @@ def reexec(log: Callable[[str, int], None], *, pending_exit: int | None = None) 
     ``pending_exit``: the status of an exit request that came too late to stop
     the restart, for the new image to carry out.
     """
+    import shlex  # here, not at the top: only a re-exec needs it
+
     argv = [sys.executable, *sys.orig_argv[1:]]
     log(f"Re-executing: {shlex.join(argv)}", logging.INFO)
     for stream in (sys.stdout, sys.stderr):

@@ -100,14 +100,14 @@ def main() -> int:
     bus = Bus(listener_timeout=30.0)
     if not args.no_signals:
         actions = dict(entry.split("=", 1) for entry in args.signal)
-        Signals(bus, SignalsOptions(actions)).subscribe()
+        Signals(bus, SignalsOptions(actions=actions)).subscribe()
     if args.daemon:
         options = DaemonOptions(
             chdir=args.chdir, stdout=args.stdout, stderr=args.stderr, umask=args.umask
         )
         Daemon(bus, options).subscribe()
     if args.pidfile:
-        Pidfile(bus, PidfileOptions(args.pidfile)).subscribe()
+        Pidfile(bus, PidfileOptions(path=args.pidfile)).subscribe()
     if args.user or args.group:
         drop = PrivilegesOptions(
             user=args.user, group=args.group, supplementary_groups=not args.no_supplementary

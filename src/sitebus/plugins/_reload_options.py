@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from .._options import Options
 from ..errors import ConfigError
 
 __all__ = ["DEFAULT_IGNORE", "AutoreloadOptions"]
@@ -29,8 +29,7 @@ DEFAULT_IGNORE = (
 _BACKENDS = ("auto", "inotify", "watchfiles", "poll")
 
 
-@dataclass(frozen=True, slots=True)
-class AutoreloadOptions:
+class AutoreloadOptions(Options):
     """How the autoreload plugin watches.
 
     ``paths`` are extra files or globs (``templates/**/*.html``), relative to

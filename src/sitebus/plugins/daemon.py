@@ -20,9 +20,9 @@ import os
 import select
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from .._options import Options
 from ..bus import State
 from ..errors import ProcessError
 from ..plugin import Plugin, priority
@@ -40,8 +40,7 @@ PRIORITY = 10
 _DAEMON_ENV = "SITEBUS_DAEMON_PID"
 
 
-@dataclass(frozen=True)
-class DaemonOptions:
+class DaemonOptions(Options):
     """How to detach.
 
     ``chdir``: the daemon's working directory (None keeps the current one).

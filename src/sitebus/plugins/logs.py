@@ -26,10 +26,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
+from .._options import Options
 from ..errors import ConfigError, describe
 from ..plugin import Plugin, priority
 
@@ -53,8 +53,7 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@dataclass(frozen=True, slots=True)
-class LogsOptions:
+class LogsOptions(Options):
     """Where the log goes and in which form.
 
     - ``format``: ``"text"`` (``text_format``, a stdlib format string) or
@@ -176,8 +175,7 @@ class _AppendingFile(logging.StreamHandler[TextIO]):
         super().close()
 
 
-@dataclass(slots=True)
-class _Saved:
+class _Saved(NamedTuple):
     """The logger as the plugin found it."""
 
     handlers: list[logging.Handler]

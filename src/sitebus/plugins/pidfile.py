@@ -28,10 +28,10 @@ import logging
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._options import Options
 from ..errors import AlreadyRunningError, ProcessError
 from ..plugin import Plugin, priority
 
@@ -49,8 +49,7 @@ _INHERITED_ENV = "SITEBUS_PIDFILE_FDS"
 _ATTEMPTS = 5  # to win against another site starting at the same moment
 
 
-@dataclass(frozen=True)
-class PidfileOptions:
+class PidfileOptions(Options):
     """``path`` of the PID file; ``mode`` its permission bits (whatever the umask)."""
 
     path: str | os.PathLike[str]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from .._options import Options
 from ..errors import ChannelFailures, ConfigError, ProcessError
 from ..plugin import Plugin, priority
 
@@ -46,8 +46,7 @@ class Credentials(NamedTuple):
     """The supplementary groups, sorted; empty when they are cleared."""
 
 
-@dataclass(frozen=True)
-class PrivilegesOptions:
+class PrivilegesOptions(Options):
     """The user and group to become, each a name or a number; the umask to set.
 
     ``group`` defaults to the user's primary group. ``supplementary_groups``:

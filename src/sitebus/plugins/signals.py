@@ -17,10 +17,10 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .._options import Options
 from ..bus import State
 from ..errors import ConfigError, StateError
 from ..plugin import Plugin
@@ -41,8 +41,7 @@ DEFAULT_ACTIONS: Mapping[str, str] = MappingProxyType(
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
-@dataclass(frozen=True)
-class SignalsOptions:
+class SignalsOptions(Options):
     """Which signal does what.
 
     ``actions`` maps signal names (``"SIGTERM"`` or ``"TERM"``, any case) to
@@ -54,7 +53,7 @@ class SignalsOptions:
     Unknown names raise ``ConfigError`` here, before anything is installed.
     """
 
-    actions: Mapping[str, str] = field(default_factory=dict)
+    actions: Mapping[str, str] = MappingProxyType({})
     terminal_hangup_exits: bool = True
 
     def __post_init__(self) -> None:

@@ -33,9 +33,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._options import Options
 from ..bus import State
 from ..errors import ConfigError, describe
 from ..plugin import Plugin, priority
@@ -84,15 +84,14 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-@dataclass(frozen=True, slots=True)
-class TasksOptions:
+class TasksOptions(Options):
     """``join_timeout``: seconds stop waits, for all tasks together, for runs in progress.
 
     ``clock``: the time source and sleep; the default is the system's.
     """
 
     join_timeout: float = 5.0
-    clock: Clock = field(default=SYSTEM_CLOCK)
+    clock: Clock = SYSTEM_CLOCK
 
     def __post_init__(self) -> None:
         if not (self.join_timeout >= 0 and math.isfinite(self.join_timeout)):

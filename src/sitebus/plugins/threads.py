@@ -26,9 +26,9 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._options import Options
 from ..errors import ChannelFailures
 from ..plugin import Plugin, priority
 
@@ -43,8 +43,7 @@ __all__ = ["STOP_PRIORITY", "Threads", "ThreadsOptions"]
 STOP_PRIORITY = 55
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadsOptions:
+class ThreadsOptions(Options):
     """How threads are numbered.
 
     ``reuse_indexes``: give a new thread the smallest index no live thread

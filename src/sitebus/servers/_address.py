@@ -8,7 +8,7 @@ separate from binding so that a typo fails before anything is bound.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import BindError
 
@@ -17,8 +17,7 @@ __all__ = ["Address", "parse_address"]
 FORMS = '"HOST:PORT", "[IPV6]:PORT", "unix:/PATH" or "fd://N"'
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(NamedTuple):
     """One parsed listening address; ``spec`` is the text it came from.
 
     ``kind`` is ``"tcp"`` (``host``, ``port``), ``"unix"`` (``path``) or

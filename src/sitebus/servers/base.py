@@ -20,9 +20,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .._options import Options
 from ..bus import Bus
 from ..errors import MissingExtraError, SitebusError
 from ..plugin import Plugin, priority
@@ -41,8 +41,7 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-@dataclass(frozen=True)
-class ServerOptions:
+class ServerOptions(Options):
     """How an engine serves.
 
     ``graceful_timeout``: seconds a stop waits for in-flight requests (30, as

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from cheroot import connections, server, wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .base import Server
 
@@ -103,6 +102,8 @@ class CherootServer(Server):
             for sock in socks:
                 httpd = _Cheroot(sock, self.app, self.options.threads, self._error_log)
                 if self.options.certfile:
+                    from cheroot.ssl.builtin import BuiltinSSLAdapter  # only for TLS
+
                     adapter = BuiltinSSLAdapter(self.options.certfile, self.options.keyfile)
                     httpd.ssl_adapter = adapter
                 httpd.prepare()

@@ -17,8 +17,8 @@ import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
 
+from .._options import Options
 from ..bus import Bus
 from ..errors import BindError
 from ..plugin import Plugin, priority
@@ -29,8 +29,7 @@ from ._holdoff import hold_off_syn, wait_queue_empty
 __all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
 
 
-@dataclass(frozen=True)
-class SocketsOptions:
+class SocketsOptions(Options):
     """What to listen on.
 
     ``binds``: address specs (see ``parse_address``). ``backlog``: the listen
@@ -46,20 +45,35 @@ class SocketsOptions:
     drain_quiet: float = 0.05
 
 
-@dataclass
 class Listener:
-    """A bound, listening socket and the address it was configured as."""
+    """A bound, listening socket and the address it was configured as.
 
-    address: Address
-    socket: socket.socket
-    # The socket file this process created, with its inode: removed at a stop
-    # only if it is still ours.
-    unix_path: str | None = None
-    unix_inode: int | None = field(default=None, repr=False)
+    ``unix_path`` and ``unix_inode`` name the socket file this process
+    created: a stop removes it only if it is still ours, and then clears
+    ``unix_path`` so that it is never removed twice.
+    """
+
+    __slots__ = ("address", "socket", "unix_inode", "unix_path")
+
+    def __init__(
+        self,
+        address: Address,
+        sock: socket.socket,
+        *,
+        unix_path: str | None = None,
+        unix_inode: int | None = None,
+    ) -> None:
+        self.address = address
+        self.socket = sock
+        self.unix_path = unix_path
+        self.unix_inode = unix_inode
 
     @property
     def url(self) -> str:
         return url(self.socket)
+
+    def __repr__(self) -> str:
+        return f"Listener({self.address.spec!r}, {self.socket!r})"
 
 
 class Sockets(Plugin):
@@ -131,9 +145,12 @@ def bind(address: Address, options: SocketsOptions) -> Listener:
         return adopt(address, address.fd)
     if address.kind == "unix":
         return _bind_unix(address, options)
+    # An ASCII name is passed as bytes: as a str it would make the socket
+    # module load the IDNA codec to encode it, a millisecond of every start.
+    host = address.host.encode("ascii") if address.host.isascii() else address.host
     try:
         infos = socket.getaddrinfo(
-            address.host or None,
+            host or None,
             address.port,
             socket.AF_UNSPEC,
             socket.SOCK_STREAM,

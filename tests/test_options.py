@@ -1,0 +1,97 @@
+"""Options records: keyword-only, frozen, validated, comparable."""
+
+from __future__ import annotations
+
+import pickle
+from types import MappingProxyType
+from typing import ClassVar
+
+import pytest
+
+from sitebus._options import Options
+from sitebus.errors import ConfigError
+
+
+class Pool(Options):
+    size: int = 4
+    name: str = "pool"
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"size {self.size!r} must be at least 1")
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+
+class NamedPool(Pool):
+    label: str
+    kind: ClassVar[str] = "named"
+
+
+def test_fields_take_defaults_and_keywords() -> None:
+    pool = Pool(size=8)
+    assert (pool.size, pool.name, pool.tags) == (8, "pool", ())
+
+
+def test_positional_arguments_and_unknown_names_are_refused() -> None:
+    with pytest.raises(TypeError):
+        Pool(8)  # type: ignore[call-arg]  # keyword-only on purpose
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*sise.*fields are size"):
+        Pool(sise=8)  # type: ignore[call-arg]  # a typo on purpose
+
+
+def test_a_field_without_default_is_required_and_inherited_fields_come_first() -> None:
+    with pytest.raises(TypeError, match="missing keyword argument 'label'"):
+        NamedPool()  # type: ignore[call-arg]  # missing on purpose
+    pool = NamedPool(label="a", size=2)
+    assert repr(pool) == "NamedPool(size=2, name='pool', tags=(), label='a')"
+    assert "kind" not in repr(pool)
+
+
+def test_instances_are_frozen() -> None:
+    pool = Pool()
+    with pytest.raises(AttributeError, match="frozen"):
+        pool.size = 2  # type: ignore[misc]  # frozen on purpose
+    with pytest.raises(AttributeError, match="frozen"):
+        del pool.size
+
+
+def test_post_init_validates_and_normalises() -> None:
+    with pytest.raises(ConfigError, match="size 0"):
+        Pool(size=0)
+    assert Pool(tags=["a", "b"]).tags == ("a", "b")  # type: ignore[arg-type]  # a TOML list
+
+
+def test_replace_makes_a_checked_copy() -> None:
+    pool = Pool(size=2, name="db")
+    assert pool.replace(size=3) == Pool(size=3, name="db")
+    assert pool.size == 2
+    with pytest.raises(ConfigError):
+        pool.replace(size=0)
+
+
+def test_equality_and_hash_follow_the_fields_and_the_class() -> None:
+    assert Pool(size=2) == Pool(size=2)
+    assert hash(Pool(size=2)) == hash(Pool(size=2))
+    assert Pool(size=2) != Pool(size=3)
+    assert NamedPool(label="x") != Pool()
+    assert len({Pool(), Pool(), Pool(name="other")}) == 2
+
+
+def test_options_survive_pickling() -> None:
+    pool = NamedPool(label="a", tags=("x",))
+    assert pickle.loads(pickle.dumps(pool)) == pool
+
+
+def test_a_mutable_default_is_refused_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match=r"Bad\.items: the default \[\] is mutable"):
+
+        class Bad(Options):
+            items: list[str] = []  # noqa: RUF012  # the mistake under test
+
+
+def test_an_immutable_mapping_is_a_fine_default() -> None:
+    class Actions(Options):
+        actions: MappingProxyType[str, str] = MappingProxyType({})
+
+    assert dict(Actions().actions) == {}
