@@ -246,6 +246,7 @@ def test_restart_keeps_the_unix_socket_file_and_removes_it_at_exit(
     ("option", "message"),
     [
         (["--threads", "0"], "argument --threads: '0' is not a whole number of at least 1"),
+        (["--backlog", "-5"], "argument --backlog: '-5' is not a whole number of at least 1"),
         (["--graceful-timeout", "-1"], "'-1' is not a number of seconds >= 0"),
         (["--unix-mode", "9z"], "'9z' is not octal permission bits such as 660"),
     ],

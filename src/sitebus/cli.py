@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a stop waits for requests in flight (default 30)",
     )
     serve.add_argument(
+        "--backlog",
+        type=_positive_int,
+        metavar="N",
+        help="the listen queue length, which also bounds how many connections wait "
+        "across a restart (default 1024)",
+    )
+    serve.add_argument(
         "--threads",
         type=_positive_int,
         default=10,
@@ -169,7 +176,11 @@ def _serve(args: argparse.Namespace) -> int:
     bus = Bus()
     sockets = Sockets(
         bus,
-        SocketsOptions(binds=tuple(args.bind or ["127.0.0.1:8080"]), unix_mode=args.unix_mode),
+        SocketsOptions(
+            binds=tuple(args.bind or ["127.0.0.1:8080"]),
+            unix_mode=args.unix_mode,
+            backlog=args.backlog or SocketsOptions.backlog,
+        ),
     )
     options = ServerOptions(
         graceful_timeout=args.graceful_timeout,
