@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -178,6 +180,7 @@ class Running:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(folder)},
+            start_new_session=True,  # its own group: close() kills gunicorn's workers too
         )
 
     def wait_ready(self, timeout: float = 30.0) -> float:
@@ -192,9 +195,21 @@ class Running:
         raise RuntimeError(f"{self.system} did not answer within {timeout} s")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        """Kill the whole process group and wait until it is gone.
+
+        A worker left to exit on its own would still be running during the
+        next measurement.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.01)
 
     def __enter__(self) -> Running:
         return self
@@ -318,13 +333,15 @@ def _sigterm_once(server: Running, slow: int) -> list[str]:
 # -- 3. spawn to first 200 ---------------------------------------------------
 
 
-def bench_spawn(folder: Path, systems: list[str], rounds: int) -> dict[str, float]:
+def bench_spawn(folder: Path, systems: list[str], rounds: int) -> dict[str, list[float]]:
+    """Seconds to the first 200 per round; each round runs every system, in a new order."""
     samples: dict[str, list[float]] = {system: [] for system in systems}
+    order = random.Random(6)  # reproducible, yet no system always follows the same one
     for _ in range(rounds):
-        for system in systems:
+        for system in order.sample(systems, len(systems)):
             with Running(system, folder) as server:
                 samples[system].append(server.wait_ready())
-    return {system: statistics.median(values) for system, values in samples.items()}
+    return samples
 
 
 # -- 4. throughput -----------------------------------------------------------
@@ -438,14 +455,20 @@ def report_sigterm(folder: Path, quick: bool) -> None:
 def report_spawn(folder: Path, quick: bool) -> None:
     bare = [*ENGINES, "cherrypy", "gunicorn"]
     spawn_rounds = 5 if quick else 15
-    spawned = bench_spawn(folder, bare + [f"sitebus-{e}" for e in ENGINES], spawn_rounds)
+    samples = bench_spawn(folder, bare + [f"sitebus-{e}" for e in ENGINES], spawn_rounds)
+    spawned = {system: statistics.median(values) for system, values in samples.items()}
     # The peers the issue names; the bare engines get a column of their own.
     fastest_peer = min(spawned[s] for s in ("cherrypy", "gunicorn", "uvicorn"))
     fastest_bare = min(spawned[s] for s in bare)
     rows = []
     for system in bare + [f"sitebus-{e}" for e in ENGINES]:
         engine = system.partition("-")[2]
-        ratio = f"{spawned[system] / spawned[engine]:.2f}x" if engine else ""
+        # Against its engine: the median of the ratios within each round, which
+        # a machine slowing down or speeding up during the run affects least.
+        ratio = ""
+        if engine:
+            paired = zip(samples[system], samples[engine], strict=True)
+            ratio = f"{statistics.median(ours / bare for ours, bare in paired):.2f}x"
         rows.append(
             [
                 system,
