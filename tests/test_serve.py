@@ -46,13 +46,15 @@ def expect(child: Child, report: str) -> str:
     return line
 
 
-def slow_clients(port: int, count: int) -> tuple[list[threading.Thread], list[object]]:
+def slow_clients(
+    port: int, count: int, path: str = "/slow?500"
+) -> tuple[list[threading.Thread], list[object]]:
     """Start ``count`` threads each making one slow request; results land in the list."""
     results: list[object] = []
 
     def client() -> None:
         try:
-            results.append(get(port, "/slow?500")[0])
+            results.append(get(port, path)[0])
         except Exception as exc:
             results.append(exc)
 
@@ -95,6 +97,32 @@ def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
     assert results == [200] * 5
     child.expect("exited 0")
     assert child.wait() == 0
+
+
+@pytest.mark.parametrize("engine", list(APPS))
+def test_a_request_overrunning_the_graceful_timeout_does_not_keep_the_site_alive(
+    spawn: Spawn, engine: str
+) -> None:
+    child, port = serve(spawn, engine, "--graceful-timeout", "0.2")
+    # Ten minutes: far past the exit the test waits for.
+    threads, results = slow_clients(port, 1, "/slow?600000")
+    expect(child, "slow")
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0, child.output()
+    threads[0].join(WAIT)
+    assert results != [200], "the request was cut off, not answered"
+
+
+def test_the_app_and_the_engine_log_through_the_sites_log(spawn: Spawn) -> None:
+    child, port = serve(spawn, "uvicorn")
+    assert get(port, "/log")[0] == 200
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    stderr = child.stderr()
+    assert "INFO hello_app: the app logs too" in stderr
+    assert "uvicorn.error" not in stderr, "uvicorn's INFO lines retell the bus's"
 
 
 def test_restart_lets_requests_in_flight_finish(spawn: Spawn) -> None:

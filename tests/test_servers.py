@@ -58,6 +58,9 @@ class App:
         self.changed = threading.Condition()
         self.lifespan: list[str] = []
         self.fail_startup = False
+        # /overrun: a request that outlives any graceful timeout, until released.
+        self.release = threading.Event()
+        self.overrun_done = False
 
     def _slow_began(self) -> None:
         with self.changed:
@@ -72,6 +75,10 @@ class App:
         if environ["PATH_INFO"] == "/slow":
             self._slow_began()
             time.sleep(0.3)  # the slow request under test, not a wait of the test's own
+        elif environ["PATH_INFO"] == "/overrun":
+            self._slow_began()
+            self.release.wait(WAIT)
+            self.overrun_done = True
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"hello"]
 
@@ -90,6 +97,10 @@ class App:
         if scope["path"] == "/slow":
             self._slow_began()
             await asyncio.sleep(0.3)
+        elif scope["path"] == "/overrun":
+            self._slow_began()
+            await asyncio.sleep(WAIT)  # uvicorn cancels it at the graceful timeout
+            self.overrun_done = True
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"hello"})
@@ -194,6 +205,31 @@ def test_graceful_stop_lets_slow_requests_finish(site: Site) -> None:
     for thread in threads:
         thread.join(WAIT)
     assert results == [(200, b"hello")] * 5
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_request_overrunning_the_graceful_timeout_does_not_hold_the_stop(engine: str) -> None:
+    site = Site(engine, options=ServerOptions(graceful_timeout=0.2, threads=4))
+    site.bus.start()
+    client = threading.Thread(target=lambda: _outcome(site.port, "/overrun"))
+    client.start()
+    site.app.wait_in_flight(1)
+    try:
+        site.bus.stop()
+        assert not site.app.overrun_done, "the stop waited for the request to end"
+        if engine != "uvicorn":  # uvicorn cancels the request and says so itself
+            assert any("still running at the graceful timeout" in m for m in site.logged)
+    finally:
+        site.app.release.set()
+        client.join(WAIT)
+
+
+def _outcome(port: int, path: str) -> object:
+    """The status of a GET, or the exception that ended it."""
+    try:
+        return get(port, path)[0]
+    except Exception as exc:
+        return exc
 
 
 def test_stop_under_a_stream_of_connections_answers_or_refuses_never_resets(site: Site) -> None:

@@ -244,18 +244,24 @@ def load_app(spec: str) -> Any:
 
 
 def _configure_logging(level: str) -> _HeldUntilStarted:
-    """Send the bus's log to stderr, one line per message, held back until the start is over.
+    """Send the site's log to stderr, one line per message, held back until the start is over.
 
-    A start that fails then prints one line (its error) rather than the
-    rollback's log; ``--log-level debug`` shows everything as it happens.
+    The handler sits on the root logger, so the engine's own loggers (uvicorn
+    and waitress log through ``logging``) and the app's come out in the same
+    form as the bus's, at the same level. A start that fails then prints one
+    line (its error) rather than the rollback's log; ``--log-level debug``
+    shows everything as it happens.
     """
-    logger = logging.getLogger("sitebus")
+    root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
     held = _HeldUntilStarted(handler, hold=level != "debug")
-    logger.addHandler(held)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    root.addHandler(held)
+    root.setLevel(level.upper())
+    if level != "debug":
+        # uvicorn's INFO lines retell the bus's ("Started server process",
+        # "Shutting down") and would read as if a second server were running.
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
     return held
 
 

@@ -2,13 +2,14 @@
 
 ``/`` answers ``hello <pid>``; ``/slow?MS`` answers the same after MS
 milliseconds (500 by default), first reporting ``slow`` to the test when run
-in a child with a report pipe. ``asgi`` is the same app for ASGI, and reports
-its lifespan events.
+in a child with a report pipe; ``/log`` logs "the app logs too" at INFO.
+``asgi`` is the same app for ASGI, and reports its lifespan events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,8 @@ def _body() -> bytes:
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/log":
+        logging.getLogger("hello_app").info("the app logs too")
     if environ["PATH_INFO"] == "/slow":
         _report("slow")
         time.sleep(int(environ.get("QUERY_STRING") or "500") / 1000)
@@ -45,6 +48,8 @@ async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 _report("lifespan shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] == "/log":
+        logging.getLogger("hello_app").info("the app logs too")
     if scope["path"] == "/slow":
         _report("slow")
         await asyncio.sleep(int(scope.get("query_string", b"").decode() or "500") / 1000)

@@ -10,6 +10,7 @@ given socket, and wakes the loop through a pipe registered beside it.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -23,6 +24,10 @@ from cheroot import connections, server, wsgi
 from .base import Server
 
 __all__ = ["CherootServer"]
+
+# How long past the deadline a stop waits for cheroot to shut the reading side
+# of requests still running: a few system calls.
+_FORCE_CLOSE_GRACE = 0.1
 
 
 class _Wake:
@@ -62,7 +67,7 @@ class _Cheroot(wsgi.Server):
         self._connections = connections.ConnectionManager(self)
         selector = self._connections._selector  # type: ignore[attr-defined]  # private: see the module docstring
         selector.register(self._wake_read, selectors.EVENT_READ, _Wake())
-        self.requests.start()
+        _in_daemon_thread(self.requests.start)
         self.ready = True
         self._start_time = time.time()
 
@@ -78,15 +83,53 @@ class _Cheroot(wsgi.Server):
         self._connections._stop_requested = True  # type: ignore[attr-defined]  # private: see the module docstring
         os.write(self._wake_write, b"\0")
 
-    def finish(self, timeout: float) -> None:
-        """Close idle keep-alive connections, let the workers finish, release the socket."""
+    def finish(self, deadline: float) -> bool:
+        """Close idle keep-alive connections, let the workers finish, release the socket.
+
+        False if requests were still running at ``deadline`` (monotonic):
+        cheroot's ``ThreadPool.stop`` then shuts their reading side and waits
+        for them without a bound, so it runs in a helper thread that is only
+        waited for until the deadline. The workers are daemons (see
+        ``prepare``), so those requests do not keep the process alive either.
+        """
         self._connections.stop()
         self._connections.close()
-        self.requests.stop(max(0.0, timeout))
+        stopper = threading.Thread(
+            target=self.requests.stop,
+            args=(max(0.0, deadline - time.monotonic()),),
+            name="sitebus-cheroot-stop",
+            daemon=True,
+        )
+        stopper.start()
+        stopper.join(max(0.0, deadline - time.monotonic()) + _FORCE_CLOSE_GRACE)
         self.socket.close()
         self.socket = None
         os.close(self._wake_read)
         os.close(self._wake_write)
+        return not stopper.is_alive()
+
+
+def _in_daemon_thread(start: Callable[[], None]) -> None:
+    """Call ``start`` in a daemon thread and wait: the threads it starts are daemons too.
+
+    A thread takes its daemon flag from the thread that creates it, and the
+    interpreter waits at exit for every thread that is not a daemon: a
+    request still running when the graceful timeout ends would otherwise keep
+    the stopped site's process alive until it returns.
+    """
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="sitebus-cheroot-pool", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 class CherootServer(Server):
@@ -107,7 +150,7 @@ class CherootServer(Server):
                     adapter = BuiltinSSLAdapter(self.options.certfile, self.options.keyfile)
                     httpd.ssl_adapter = adapter
                 httpd.prepare()
-                thread = threading.Thread(target=httpd.serve, name="sitebus-cheroot")
+                thread = threading.Thread(target=httpd.serve, name="sitebus-cheroot", daemon=True)
                 thread.start()
                 self._servers.append(httpd)
                 self._threads.append(thread)
@@ -123,5 +166,9 @@ class CherootServer(Server):
             httpd.stop_accepting(deadline - time.monotonic())
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        for httpd in self._servers:
-            httpd.finish(deadline - time.monotonic())
+        finished = [httpd.finish(deadline) for httpd in self._servers]
+        if not all(finished):
+            self.bus.log(
+                "cheroot: requests still running at the graceful timeout were abandoned",
+                logging.WARNING,
+            )
