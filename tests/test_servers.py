@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from sitebus import Bus, SitebusError, StartError
+from sitebus.errors import ConfigError
 from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
 
 WAIT = 30.0
@@ -115,7 +116,7 @@ class Site:
         binds: tuple[str, ...] = ("127.0.0.1:0",),
         options: ServerOptions | None = None,
     ) -> None:
-        self.bus = Bus(listener_timeout=WAIT)
+        self.bus = Bus(listener_timeout=2 * WAIT)  # above any graceful timeout used here
         self.app = App()
         self.logged: list[str] = []
         self.bus.subscribe("log", lambda message, level, exc: self.logged.append(message))
@@ -179,6 +180,28 @@ def test_tls_with_certificate_and_key(engine: str, tmp_path: Path) -> None:
 def test_engine_without_tls_refuses_a_certificate() -> None:
     with pytest.raises(SitebusError, match="wsgiref engine does not support TLS"):
         Site("wsgiref", options=ServerOptions(certfile="cert.pem"))
+
+
+def test_a_graceful_timeout_the_bus_would_cut_short_is_refused() -> None:
+    bus = Bus(listener_timeout=20.0)
+    sockets = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
+    engine = load_engine("wsgiref")
+    with pytest.raises(ConfigError, match="graceful_timeout 30 s leaves no time within the bus"):
+        engine(bus, App().wsgi, sockets, ServerOptions(graceful_timeout=30.0))
+    engine(bus, App().wsgi, sockets, ServerOptions(graceful_timeout=10.0))  # fits
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"graceful_timeout": -1.0}, "graceful_timeout -1.0 is not a number of seconds >= 0"),
+        ({"graceful_timeout": float("nan")}, "graceful_timeout nan is not a number"),
+        ({"threads": 0}, "threads 0 is not a whole number of at least 1"),
+    ],
+)
+def test_bad_server_options_are_a_config_error(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerOptions(**options)
 
 
 def test_missing_certificate_file_is_named(tmp_path: Path) -> None:

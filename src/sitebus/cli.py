@@ -173,7 +173,9 @@ def _serve(args: argparse.Namespace) -> int:
     held = _configure_logging(args.log_level)
     app = load_app(args.app)
     engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
-    bus = Bus()
+    # The stop of the server waits up to the graceful timeout: the bound on each
+    # stop listener (60 s by default) must not cut it short.
+    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
     sockets = Sockets(
         bus,
         SocketsOptions(

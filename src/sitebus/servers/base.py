@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import socket
 import time
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 
 from .._options import Options
 from ..bus import Bus
-from ..errors import MissingExtraError, SitebusError
+from ..errors import ConfigError, MissingExtraError, SitebusError
 from ..plugin import Plugin, priority
 from .sockets import Sockets
 
@@ -41,6 +42,11 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# What a stop needs beyond the graceful timeout: uvicorn's lifespan shutdown
+# and the engines' last clean-up. The bus's listener_timeout must leave it.
+_STOP_SLACK = 5.0
+
+
 class ServerOptions(Options):
     """How an engine serves.
 
@@ -53,6 +59,14 @@ class ServerOptions(Options):
     threads: int = 10
     certfile: str | None = None
     keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.graceful_timeout >= 0 and math.isfinite(self.graceful_timeout)):
+            raise ConfigError(
+                f"graceful_timeout {self.graceful_timeout!r} is not a number of seconds >= 0"
+            )
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"threads {self.threads!r} is not a whole number of at least 1")
 
 
 class Server(Plugin):
@@ -75,6 +89,14 @@ class Server(Plugin):
         self.app = app
         self.sockets = sockets
         self.options = options or ServerOptions()
+        bound = bus.listener_timeout
+        if bound is not None and self.options.graceful_timeout + _STOP_SLACK > bound:
+            raise ConfigError(
+                f"graceful_timeout {self.options.graceful_timeout:g} s leaves no time within "
+                f"the bus's listener_timeout of {bound:g} s, which would cut the stop short: "
+                f"make the bus with listener_timeout above "
+                f"{self.options.graceful_timeout + _STOP_SLACK:g}"
+            )
         if (self.options.certfile or self.options.keyfile) and not self.tls_supported:
             raise SitebusError(f"The {self.engine} engine does not support TLS certificates")
         for path in filter(None, (self.options.certfile, self.options.keyfile)):
