@@ -64,11 +64,12 @@ from sitebus import Bus
 from sitebus.cli import _parser
 from sitebus.plugins.signals import Signals
 from sitebus.servers import Sockets, SocketsOptions
-from sitebus.servers.base import ServerOptions
+from sitebus.servers.base import ServerOptions, is_asgi
 _parser().parse_args(["serve", "app:app", "--bind", "127.0.0.1:0"])
 bus = Bus(logger=None)
 Sockets(bus, SocketsOptions(binds=("127.0.0.1:0", "localhost:0"))).subscribe()
 ServerOptions(threads=4)
+is_asgi(lambda environ, start_response: [])
 Signals(bus)
 bus.start()
 bus.exit()
@@ -78,7 +79,8 @@ print(json.dumps(sorted(sys.modules)))
 # Modules the serve path once loaded for little use, each a millisecond or
 # more of every start and restart: dataclasses (with inspect, ast and dis)
 # for option records, shutil (with zlib, bz2, lzma) for argparse's terminal
-# width, the IDNA codec for encoding "127.0.0.1", ctypes for a stop's filter.
+# width, the IDNA codec for encoding "127.0.0.1", ctypes for a stop's filter,
+# inspect to tell an ASGI app from a WSGI one.
 HEAVY = ["ast", "ctypes", "dataclasses", "dis", "encodings.idna", "inspect", "lzma", "shutil"]
 
 

@@ -270,6 +270,13 @@ def test_restart_keeps_the_unix_socket_file_and_removes_it_at_exit(
     assert not path.exists()
 
 
+def test_an_asgi_app_on_a_wsgi_engine_is_one_line() -> None:
+    done = run_sitebus("serve", "hello_app:asgi", "--engine", "waitress", "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    assert done.stderr.startswith("sitebus: error: The waitress engine serves WSGI apps")
+    assert len(done.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

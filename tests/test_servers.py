@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
+import inspect
 import shutil
 import socket
 import ssl
@@ -21,6 +23,7 @@ import pytest
 from sitebus import Bus, SitebusError, StartError
 from sitebus.errors import ConfigError
 from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
+from sitebus.servers.base import is_asgi
 
 WAIT = 30.0
 ENGINES = ["cheroot", "wsgiref", "waitress", "uvicorn"]
@@ -303,6 +306,51 @@ def test_asgi_lifespan_startup_failure_fails_the_bus_start() -> None:
     with pytest.raises(StartError, match="lifespan startup failed"):
         site.bus.start()
     assert not site.sockets.listeners, "the sockets were closed by the rollback"
+
+
+class _AsyncCallable:
+    async def __call__(self, scope: object, receive: object, send: object) -> None:
+        pass
+
+
+class _SyncCallable:
+    def __call__(self, environ: object, start_response: object) -> list[bytes]:
+        return []
+
+
+async def _async_app(scope: object, receive: object, send: object, extra: int = 0) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (_async_app, True),
+        (functools.partial(_async_app, extra=1), True),
+        (App().asgi, True),
+        (_AsyncCallable(), True),
+        (App().wsgi, False),
+        (_SyncCallable(), False),
+        (lambda environ, start_response: [], False),
+        (functools.partial(App().wsgi), False),
+    ],
+    ids=["function", "partial", "bound method", "async __call__", "wsgi method",
+         "sync __call__", "lambda", "wsgi partial"],
+)  # fmt: skip
+def test_is_asgi_sees_coroutine_functions_through_methods_and_partials(
+    app: object, expected: bool
+) -> None:
+    assert is_asgi(app) is expected
+    function = app if inspect.isroutine(app) or isinstance(app, functools.partial) else app.__call__
+    assert inspect.iscoroutinefunction(function) is expected, "agrees with inspect"
+
+
+@pytest.mark.parametrize("engine", ["cheroot", "wsgiref", "waitress"])
+def test_a_wsgi_engine_refuses_an_asgi_app(engine: str) -> None:
+    bus = Bus()
+    sockets = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
+    with pytest.raises(SitebusError, match=f"The {engine} engine serves WSGI apps, and this"):
+        load_engine(engine)(bus, App().asgi, sockets)
 
 
 def test_engines_are_imported_only_when_chosen() -> None:

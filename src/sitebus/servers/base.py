@@ -14,12 +14,14 @@ the next image and new connections wait in their queue for it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
 import os
 import socket
 import time
+import types
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -81,6 +83,7 @@ class Server(Plugin):
 
     engine: ClassVar[str] = ""
     tls_supported: ClassVar[bool] = False
+    serves_asgi: ClassVar[bool] = False  # else WSGI only
 
     def __init__(
         self, bus: Bus, app: App, sockets: Sockets, options: ServerOptions | None = None
@@ -88,6 +91,11 @@ class Server(Plugin):
         super().__init__(bus)
         self.app = app
         self.sockets = sockets
+        if is_asgi(app) and not self.serves_asgi:
+            raise SitebusError(
+                f"The {self.engine} engine serves WSGI apps, and this app is an ASGI app "
+                "(a coroutine function): serve it with the uvicorn engine"
+            )
         self.options = options or ServerOptions()
         bound = bus.listener_timeout
         if bound is not None and self.options.graceful_timeout + _STOP_SLACK > bound:
@@ -162,8 +170,22 @@ def load_engine(name: str) -> type[Server]:
 
 
 def is_asgi(app: App) -> bool:
-    """True for an ASGI application (a coroutine function, or an object with one as __call__)."""
-    import inspect
+    """True for an ASGI application: a coroutine function, or an object with one as __call__.
 
-    call = app if inspect.isroutine(app) else getattr(app, "__call__", None)  # noqa: B004  # we want the method itself, not callable()
-    return inspect.iscoroutinefunction(call)
+    What ``inspect.iscoroutinefunction`` answers (through bound methods and
+    ``functools.partial``), read from the code flags directly: importing
+    ``inspect`` (with ``ast``, ``dis`` and more) would cost every start of a
+    WSGI engine several milliseconds for this one check.
+    """
+    call = getattr(type(app), "__call__", None)  # noqa: B004  # the method itself, not callable()
+    return _is_coroutine_function(app) or _is_coroutine_function(call)
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
+
+
+def _is_coroutine_function(fn: object) -> bool:
+    while isinstance(fn, types.MethodType | functools.partial):
+        fn = fn.__func__ if isinstance(fn, types.MethodType) else fn.func
+    code = getattr(fn, "__code__", None)
+    return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)

@@ -72,6 +72,7 @@ class UvicornServer(Server):
 
     engine = "uvicorn"
     tls_supported = True
+    serves_asgi = True
 
     def serve(self, socks: list[socket.socket]) -> None:
         config = uvicorn.Config(
