@@ -90,3 +90,31 @@ def test_the_serve_path_loads_no_heavy_module_it_does_not_need() -> None:
     ).stdout
     loaded = set(json.loads(out))
     assert [name for name in HEAVY if name in loaded] == []
+
+
+NO_COMPILE = """
+import builtins, json
+real, evaluated = builtins.compile, []
+
+def compile(source, filename, mode, *args, **kwargs):
+    if mode == "eval":  # typing evaluating a string annotation (imports compile "exec")
+        evaluated.append(str(source))
+    return real(source, filename, mode, *args, **kwargs)
+
+builtins.compile = compile
+import sitebus, sitebus.cli, sitebus.servers, sitebus.plugins.signals
+print(json.dumps(evaluated))
+"""
+
+
+def test_importing_the_serve_path_evaluates_no_string_annotation() -> None:
+    """A NamedTuple with string annotations makes typing compile() each field.
+
+    The first compile() in a process costs about a millisecond and each
+    further one a little more, at every start and restart: keep them off the
+    path that ``sitebus serve`` imports.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", NO_COMPILE], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []

@@ -9,7 +9,9 @@ overruns, the caller abandons that thread (a daemon, so it cannot hold the
 interpreter open) and starts a fresh one for the listeners that remain.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: with string annotations,
+# typing would compile() each field of the NamedTuple below at import, and the
+# first compile() in a process alone costs about a millisecond of every start.
 
 import threading
 import time
