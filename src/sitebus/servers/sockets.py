@@ -24,7 +24,6 @@ from ..errors import BindError
 from ..plugin import Plugin, priority
 from . import _handoff
 from ._address import Address, parse_address, url
-from ._holdoff import hold_off_syn, wait_queue_empty
 
 __all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
 
@@ -127,6 +126,10 @@ class Sockets(Plugin):
 
     def hold_off(self) -> None:
         """Stop new connections from being queued; queued ones stay to be served."""
+        # Imported here, as in wait_drained: only a stop needs it, and a start
+        # saves loading it (with struct).
+        from ._holdoff import hold_off_syn
+
         for listener in self.listeners:
             if listener.unix_path is not None:
                 _remove_socket_file(listener)
@@ -135,6 +138,8 @@ class Sockets(Plugin):
 
     def wait_drained(self, deadline: float) -> bool:
         """Wait (until ``deadline``, monotonic) for the engines to accept what is queued."""
+        from ._holdoff import wait_queue_empty
+
         socks = [listener.socket for listener in self.listeners]
         return wait_queue_empty(socks, self.options.drain_quiet, deadline)
 
