@@ -7,7 +7,11 @@ Run with ``python benchmarks/servers.py [--quick] [--part NAME]`` after ``pip in
    longest wait (sitebus re-executes; CherryPy ``engine.restart``; gunicorn HUP);
 2. SIGTERM with 20 slow requests in flight and a steady client loop: how many
    completed, how many connections were reset, exit delay after the last answer;
-3. spawn to first 200, median of several rounds, systems interleaved;
+3. spawn to first 200: every system once per round, in a new order each round;
+   against the bare engine, the median of the per-round ratios. Servers with a
+   command line start from their console scripts, as their users start them,
+   and the WSGI app imports nothing beyond ``time``, so no system pays for a
+   module that only the ASGI half needs;
 4. hello-world throughput through sitebus vs the same engine bare (wrk when
    installed, else a small Python client). With two CPUs or more the server is
    pinned to one and the load tool to another, as when load comes from other
