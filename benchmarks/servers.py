@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import sitebus
@@ -237,13 +238,20 @@ class Running:
 # -- 1. restart under load ---------------------------------------------------
 
 
-def bench_restart(folder: Path, systems: list[str], after: float) -> list[list[str]]:
+def rows_of(
+    folder: Path, systems: list[str], measure: Callable[[Running], list[str]]
+) -> list[list[str]]:
+    """One table row per system: its name, then what ``measure`` found on it, started."""
     rows = []
     for system in systems:
         with Running(system, folder) as server:
             server.wait_ready()
-            rows.append([system, *_restart_once(server, after)])
+            rows.append([system, *measure(server)])
     return rows
+
+
+def bench_restart(folder: Path, systems: list[str], after: float) -> list[list[str]]:
+    return rows_of(folder, systems, lambda server: _restart_once(server, after))
 
 
 def _restart_once(server: Running, after: float) -> list[str]:
@@ -293,12 +301,7 @@ def _restart_once(server: Running, after: float) -> list[str]:
 
 
 def bench_sigterm(folder: Path, systems: list[str], slow: int) -> list[list[str]]:
-    rows = []
-    for system in systems:
-        with Running(system, folder) as server:
-            server.wait_ready()
-            rows.append([system, *_sigterm_once(server, slow)])
-    return rows
+    return rows_of(folder, systems, lambda server: _sigterm_once(server, slow))
 
 
 def _sigterm_once(server: Running, slow: int) -> list[str]:
