@@ -9,33 +9,28 @@ overruns, the caller abandons that thread (a daemon, so it cannot hold the
 interpreter open) and starts a fresh one for the listeners that remain.
 """
 
-# No ``from __future__ import annotations`` here: with string annotations,
-# typing would compile() each field of the NamedTuple below at import, and the
-# first compile() in a process alone costs about a millisecond of every start.
+from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
+from ._options import Options
 from ._wakeup import Wakeup
 
-Callback = Callable[..., Any]
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any
+
+    Callback = Callable[..., Any]
+    # What a transition keeps of each call: the callback, seconds taken, and
+    # the exception if it failed. Plain tuples keep the start and stop paths
+    # cheap; Bus.timings turns them into ListenerTiming objects when asked.
+    Record = tuple[Callback, float, Exception | None]
 
 
-# What a transition keeps of each call: the callback, seconds taken, and the
-# exception if it failed. Plain tuples keep the start and stop paths cheap;
-# Bus.timings turns them into ListenerTiming objects only when asked.
-Record = tuple[Callback, float, Exception | None]
-
-
-class ListenerTiming(NamedTuple):
-    """How one listener fared in a transition: for start-up reports and status.
-
-    A NamedTuple rather than a dataclass: the core is imported by every site
-    and command, and the dataclasses module alone costs more to import than
-    the whole bus.
-    """
+class ListenerTiming(Options):
+    """How one listener fared in a transition: for start-up reports and status."""
 
     channel: str
     listener: str

@@ -1,6 +1,7 @@
-"""Frozen, keyword-only option records, without the dataclasses module.
+"""Frozen, keyword-only records, without the dataclasses module.
 
-Every plugin takes a small immutable options object. ``dataclasses`` would
+Every plugin takes a small immutable options object, and a few plain records
+(a parsed address, a listener's timing) are the same kind of thing. ``dataclasses`` would
 write these for us, but importing it (it pulls in ``inspect``, ``ast`` and
 ``dis``) and building each class (it compiles every generated method from
 source) cost about 11 ms of a process start on the reference machine: more
@@ -14,7 +15,15 @@ attributes make its ``__init__``, as for a frozen keyword-only dataclass.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self, dataclass_transform
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self, dataclass_transform
+else:
+
+    def dataclass_transform(**_: object) -> object:
+        """Only type checkers read this marker."""
+        return lambda cls: cls
+
 
 __all__ = ["Options"]
 

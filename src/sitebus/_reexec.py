@@ -9,13 +9,15 @@ own ``block()`` runs.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 
 from .errors import describe
+
+# logging.INFO and logging.ERROR, without importing logging (see bus.py)
+_INFO, _ERROR = 20, 40
 
 # Signals held back across a re-exec: a signal that lands while the new image
 # boots would otherwise meet the default action (death) before any handler is
@@ -52,7 +54,7 @@ def reexec(log: Callable[[str, int], None], *, pending_exit: int | None = None) 
     import shlex  # here, not at the top: only a re-exec needs it
 
     argv = [sys.executable, *sys.orig_argv[1:]]
-    log(f"Re-executing: {shlex.join(argv)}", logging.INFO)
+    log(f"Re-executing: {shlex.join(argv)}", _INFO)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
@@ -60,7 +62,7 @@ def reexec(log: Callable[[str, int], None], *, pending_exit: int | None = None) 
         try:
             os.chdir(LAUNCH_DIR)
         except OSError as exc:
-            log(f"Cannot return to {LAUNCH_DIR} to re-exec: {describe(exc)}", logging.ERROR)
+            log(f"Cannot return to {LAUNCH_DIR} to re-exec: {describe(exc)}", _ERROR)
     if pending_exit is not None:
         os.environ[PENDING_EXIT_ENV] = str(pending_exit)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
@@ -71,7 +73,7 @@ def reexec(log: Callable[[str, int], None], *, pending_exit: int | None = None) 
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.environ.pop(HELD_SIGNALS_ENV, None)
         os.environ.pop(PENDING_EXIT_ENV, None)
-        log(f"Re-exec of {sys.executable} failed: {describe(exc)}", logging.ERROR)
+        log(f"Re-exec of {sys.executable} failed: {describe(exc)}", _ERROR)
 
 
 def release_held_signals() -> None:

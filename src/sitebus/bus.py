@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import signal
 import sys
 import threading
@@ -41,18 +40,33 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any, NamedTuple, TypeVar, overload
 
-from ._calls import ListenerTiming, Record, call_each, call_each_with_deadline, failures_of
+from ._calls import ListenerTiming, call_each, call_each_with_deadline, failures_of
 from ._reexec import reexec, release_held_signals, take_pending_exit
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
+
+# typing and logging are not imported at run time: every process start pays
+# for each module it loads, and a site may use neither. Type checkers take
+# this name as True.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any, TypeVar, overload
+
+    from ._calls import Record
+
+    C = TypeVar("C", bound=Callable[..., Any])
+    # A subscription: a plain tuple sorts in publishing order, and the order
+    # number is unique, so two callbacks are never compared.
+    _Entry = tuple[int, int, Callable[..., Any]]  # priority, order, callback
 
 __all__ = ["DEFAULT_PRIORITY", "TEARDOWN_CHANNELS", "Bus", "ListenerTiming", "State"]
 
 DEFAULT_PRIORITY = 50
 TEARDOWN_CHANNELS = frozenset({"stop", "exit"})
-C = TypeVar("C", bound=Callable[..., Any])
+# The levels of the stdlib's logging, which the log channel carries.
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 
 
 class State(Enum):
@@ -63,15 +77,6 @@ class State(Enum):
     STARTED = "started"
     STOPPING = "stopping"
     EXITING = "exiting"
-
-
-# A subscription. The functional form gives typing the field types as objects:
-# with this module's string annotations, the class form would make typing
-# compile() each one at import, and the first compile() in a process alone
-# costs about a millisecond of every start.
-_Entry = NamedTuple(  # noqa: UP014  # see above
-    "_Entry", [("priority", int), ("order", int), ("callback", Callable[..., Any])]
-)
 
 
 class _ForcedExit(BaseException):
@@ -86,7 +91,9 @@ class Bus:
     wedged plugin cannot keep the site from stopping. Those listeners then run
     in a helper thread. ``thread_join_timeout`` bounds how long ``block()``
     waits, in all, for the threads registered with ``register_thread``.
-    ``logger`` receives everything published on ``log``; None turns that off.
+    ``logger`` receives everything published on ``log``: a stdlib logger, or
+    the name of one, looked up (and ``logging`` imported) when the bus first
+    logs; None turns that off.
     """
 
     def __init__(
@@ -94,11 +101,11 @@ class Bus:
         *,
         listener_timeout: float | None = 60.0,
         thread_join_timeout: float = 10.0,
-        logger: logging.Logger | None = logging.getLogger("sitebus"),  # noqa: B008  # a shared stdlib logger is the default on purpose
+        logger: logging.Logger | str | None = "sitebus",
     ) -> None:
         self.listener_timeout = listener_timeout
         self.thread_join_timeout = thread_join_timeout
-        self.logger = logger
+        self._logger = logger
         self._records: dict[str, list[Record]] = {}
         # Copy on write: publish reads these without a lock; writers replace them.
         self._callbacks: dict[str, tuple[Callable[..., Any], ...]] = {}
@@ -134,11 +141,26 @@ class Bus:
         """How long each listener took in the last start, stop and exit, by channel."""
         return {
             channel: tuple(
-                ListenerTiming(channel, listener_name(callback), seconds, error)
+                ListenerTiming(
+                    channel=channel, listener=listener_name(callback), seconds=seconds, error=error
+                )
                 for callback, seconds, error in records
             )
             for channel, records in self._records.items()
         }
+
+    @property
+    def logger(self) -> logging.Logger | None:
+        """The stdlib logger that receives the ``log`` channel, or None."""
+        if isinstance(self._logger, str):
+            import logging  # here: a site that never logs need not load it
+
+            self._logger = logging.getLogger(self._logger)
+        return self._logger
+
+    @logger.setter
+    def logger(self, logger: logging.Logger | str | None) -> None:
+        self._logger = logger
 
     @property
     def restarting(self) -> bool:
@@ -147,10 +169,12 @@ class Bus:
 
     # -- channels -----------------------------------------------------------
 
-    @overload
-    def subscribe(self, channel: str, callback: C, priority: int | None = None) -> C: ...
-    @overload
-    def subscribe(self, channel: str, *, priority: int | None = None) -> Callable[[C], C]: ...
+    if TYPE_CHECKING:
+
+        @overload
+        def subscribe(self, channel: str, callback: C, priority: int | None = None) -> C: ...
+        @overload
+        def subscribe(self, channel: str, *, priority: int | None = None) -> Callable[[C], C]: ...
 
     def subscribe(
         self, channel: str, callback: C | None = None, priority: int | None = None
@@ -166,8 +190,8 @@ class Bus:
         if priority is None:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
         with self._subscription_lock:
-            entries = [e for e in self._entries.get(channel, ()) if e.callback != callback]
-            entries.append(_Entry(priority, next(self._order), callback))
+            entries = [e for e in self._entries.get(channel, ()) if e[2] != callback]
+            entries.append((priority, next(self._order), callback))
             self._install(channel, entries)
         return callback
 
@@ -175,7 +199,7 @@ class Bus:
         """Stop calling ``callback`` on ``channel``; doing nothing if it was not subscribed."""
         with self._subscription_lock:
             entries = self._entries.get(channel, ())
-            kept = [e for e in entries if e.callback != callback]
+            kept = [e for e in entries if e[2] != callback]
             if len(kept) != len(entries):
                 self._install(channel, kept)
 
@@ -185,7 +209,7 @@ class Bus:
             self._entries.pop(channel, None)
             return
         entries.sort()
-        callbacks = [e.callback for e in entries]
+        callbacks = [e[2] for e in entries]
         if channel in TEARDOWN_CHANNELS:
             callbacks.reverse()
         self._entries[channel] = tuple(entries)
@@ -237,23 +261,22 @@ class Bus:
             error.add_note(f"raised by listener {listener_name(callback)} on channel {channel!r}")
         raise ChannelFailures(channel, failures)
 
-    def log(
-        self, message: str, level: int = logging.INFO, exc_info: bool | BaseException = False
-    ) -> None:
+    def log(self, message: str, level: int = INFO, exc_info: bool | BaseException = False) -> None:
         """Publish ``message`` on ``log`` as (message, level, exception or None).
 
         It also goes to ``self.logger`` (the stdlib logger ``sitebus``) unless
         that is set to None.
         """
         exc = sys.exception() if exc_info is True else (exc_info or None)
-        if self.logger is not None:
-            self.logger.log(level, message, exc_info=exc, stacklevel=2)
+        logger = self.logger
+        if logger is not None:
+            logger.log(level, message, exc_info=exc, stacklevel=2)
         if "log" in self._callbacks:
             try:
                 self.publish("log", message, level, exc)
             except ChannelFailures as failures:
-                if self.logger is not None:  # not self.log: a broken log listener must not recurse
-                    self.logger.error("%s", failures)
+                if logger is not None:  # not self.log: a broken log listener must not recurse
+                    logger.error("%s", failures)
 
     # -- transitions --------------------------------------------------------
 
@@ -282,8 +305,8 @@ class Bus:
             if failures:
                 callback, exc = failures[0]
                 name = listener_name(callback)
-                self.log(f"Start failed in {name}: {describe(exc)}; rolling back", logging.ERROR)
-                self.log(f"Traceback of the start failure in {name}:", logging.DEBUG, exc)
+                self.log(f"Start failed in {name}: {describe(exc)}; rolling back", ERROR)
+                self.log(f"Traceback of the start failure in {name}:", DEBUG, exc)
                 self._stop_locked()
                 raise StartError(name, exc) from exc
             self._set_state(State.STARTED)
@@ -316,7 +339,7 @@ class Bus:
         """Publish ``graceful`` (reload config, reopen logs) while STARTED; else nothing."""
         with self._transition_lock:
             if self._state is not State.STARTED:
-                self.log(f"Graceful ignored: the bus is {self._state.value}", logging.DEBUG)
+                self.log(f"Graceful ignored: the bus is {self._state.value}", DEBUG)
                 return
             self.log("Bus graceful")
             self.publish("graceful")
@@ -355,9 +378,9 @@ class Bus:
         failures = failures_of(records)
         for callback, exc in failures:
             name = listener_name(callback)
-            self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", logging.ERROR)
+            self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", ERROR)
             if not isinstance(exc, TimeoutError):
-                self.log(f"Traceback of the failure in {name}:", logging.DEBUG, exc)
+                self.log(f"Traceback of the failure in {name}:", DEBUG, exc)
         return failures
 
     def _set_state(self, state: State) -> None:
@@ -369,7 +392,7 @@ class Bus:
         try:
             self.publish("state", state)
         except ChannelFailures as failures:
-            self.log(str(failures), logging.ERROR)
+            self.log(str(failures), ERROR)
 
     @contextmanager
     def running(self) -> Iterator[Bus]:
@@ -477,7 +500,7 @@ class Bus:
         try:
             self._serve_requests(wakeup)
         except (KeyboardInterrupt, _ForcedExit):
-            self.log("Second exit request while stopping: exiting now", logging.ERROR)
+            self.log("Second exit request while stopping: exiting now", ERROR)
             return max(self._status, 1)
         finally:
             self._blocking = self._exiting_in_block = False
@@ -503,7 +526,7 @@ class Bus:
                     try:
                         self.graceful()
                     except ChannelFailures as failures:
-                        self.log(str(failures), logging.ERROR)
+                        self.log(str(failures), ERROR)
                 else:
                     wakeup.wait()
             except KeyboardInterrupt:
@@ -521,5 +544,5 @@ class Bus:
             self.log(
                 f"Threads still running {self.thread_join_timeout:g} s after exit: "
                 + ", ".join(stuck),
-                logging.WARNING,
+                WARNING,
             )

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from ._stderr_log import LEVELS, StderrLog
 from .bus import Bus
 from .errors import ImportStringError, SitebusError, StartError
 from .plugins.signals import Signals
+
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["load_app", "main"]
 
@@ -104,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restart with the new code when a source file of the app changes (development)",
     )
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--log-level", default="info", choices=tuple(LEVELS))
     serve.set_defaults(command=_serve)
     return parser
 
@@ -170,12 +173,16 @@ def _serve(args: argparse.Namespace) -> int:
     from .servers import Sockets, SocketsOptions
     from .servers.base import ServerOptions, is_asgi, load_engine
 
-    held = _configure_logging(args.log_level)
+    # Debug shows everything as it happens; otherwise a start that fails
+    # prints one line (its error) rather than the rollback's log.
+    log = StderrLog(args.log_level, hold=args.log_level != "debug")
+    log.take_stdlib_records()  # the engine's and the app's logging, once loaded
     app = load_app(args.app)
     engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
     # The stop of the server waits up to the graceful timeout: the bound on each
     # stop listener (60 s by default) must not cut it short.
-    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
+    bus = Bus(listener_timeout=args.graceful_timeout + 30.0, logger=None)
+    bus.subscribe("log", log.bus_message)
     sockets = Sockets(
         bus,
         SocketsOptions(
@@ -203,9 +210,9 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             bus.start()
         except StartError:
-            held.finish(show=False)  # main() prints the one line that says it all
+            log.finish(show=False)  # main() prints the one line that says it all
             raise
-        held.finish(show=True)
+        log.finish(show=True)
         return bus.block()
     finally:
         signals.unsubscribe()
@@ -243,47 +250,3 @@ def load_app(spec: str) -> Any:
     if not callable(app):
         raise ImportStringError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
-
-
-def _configure_logging(level: str) -> _HeldUntilStarted:
-    """Send the site's log to stderr, one line per message, held back until the start is over.
-
-    The handler sits on the root logger, so the engine's own loggers (uvicorn
-    and waitress log through ``logging``) and the app's come out in the same
-    form as the bus's, at the same level. A start that fails then prints one
-    line (its error) rather than the rollback's log; ``--log-level debug``
-    shows everything as it happens.
-    """
-    root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
-    held = _HeldUntilStarted(handler, hold=level != "debug")
-    root.addHandler(held)
-    root.setLevel(level.upper())
-    if level != "debug":
-        # uvicorn's INFO lines retell the bus's ("Started server process",
-        # "Shutting down") and would read as if a second server were running.
-        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
-    return held
-
-
-class _HeldUntilStarted(logging.Handler):
-    """Passes records on to ``target``, keeping them back while ``hold`` is true."""
-
-    def __init__(self, target: logging.Handler, *, hold: bool) -> None:
-        super().__init__()
-        self.target = target
-        self._held: list[logging.LogRecord] | None = [] if hold else None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        held = self._held
-        if held is None:
-            self.target.handle(record)
-        else:
-            held.append(record)
-
-    def finish(self, *, show: bool) -> None:
-        """Stop holding; pass on what was held if ``show``, else drop it."""
-        held, self._held = self._held, None
-        for record in held if show and held else ():
-            self.target.handle(record)

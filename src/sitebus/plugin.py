@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, TypeVar
+
     from .bus import Bus
 
-__all__ = ["BUILTIN_CHANNELS", "Plugin", "method_name", "priority"]
+    F = TypeVar("F", bound=Callable[..., Any])
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["BUILTIN_CHANNELS", "Plugin", "method_name", "priority"]
 
 BUILTIN_CHANNELS = ("start", "stop", "graceful", "exit", "log", "state", "reload")
 

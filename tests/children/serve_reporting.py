@@ -1,28 +1,40 @@
 """``sitebus serve`` that also reports its "serving on" lines and its exit to the test.
 
 Run as ``serve_reporting.py <serve arguments>``; a re-exec runs it again with
-the same arguments, so every generation reports.
+the same arguments, so every generation reports. It reads the lines off
+stderr rather than through ``logging``, which this child must not load: the
+serve command may run without it.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+from typing import TextIO
 
 from report import report
 
 from sitebus.cli import main
 
 
-class _Forward(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if " serving on " in message:
-            report(message)
+class _Tee:
+    """Stands in for stderr: passes everything on, and reports "serving on" lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            message = line.partition(" sitebus: ")[2]
+            if " serving on " in message:
+                report(message)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 if __name__ == "__main__":
-    logging.getLogger("sitebus").addHandler(_Forward())
+    sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]  # write and flush are all it needs
     status = main(["serve", *sys.argv[1:]])
     report(f"exited {status}")
     sys.exit(status)

@@ -18,15 +18,19 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any
 
 from .._options import Options
 from ..bus import State
 from ..errors import ConfigError, StateError
 from ..plugin import Plugin
 
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..bus import Bus
+
+    Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 __all__ = ["ACTIONS", "DEFAULT_ACTIONS", "Signals", "SignalsOptions"]
 
@@ -37,8 +41,6 @@ ACTIONS = ("exit", "restart", "graceful", "ignore", "none")
 DEFAULT_ACTIONS: Mapping[str, str] = MappingProxyType(
     {"SIGTERM": "exit", "SIGINT": "exit", "SIGHUP": "restart", "SIGUSR1": "graceful"}
 )
-
-Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class SignalsOptions(Options):

@@ -5,13 +5,11 @@ descriptor inherited from the parent, already bound and listening). Parsing is
 separate from binding so that a typo fails before anything is bound.
 """
 
-# No ``from __future__ import annotations`` here: with string annotations,
-# typing would compile() each field of the NamedTuple below at import, and the
-# first compile() in a process alone costs about a millisecond of every start.
+from __future__ import annotations
 
 import socket
-from typing import NamedTuple
 
+from .._options import Options
 from ..errors import BindError
 
 __all__ = ["Address", "parse_address"]
@@ -19,7 +17,7 @@ __all__ = ["Address", "parse_address"]
 FORMS = '"HOST:PORT", "[IPV6]:PORT", "unix:/PATH" or "fd://N"'
 
 
-class Address(NamedTuple):
+class Address(Options):
     """One parsed listening address; ``spec`` is the text it came from.
 
     ``kind`` is ``"tcp"`` (``host``, ``port``), ``"unix"`` (``path``) or
@@ -44,23 +42,23 @@ def parse_address(spec: str) -> Address:
         path = text[len("unix:") :]
         if not path:
             raise _malformed(spec, "the socket path is empty")
-        return Address(spec, "unix", path=path)
+        return Address(spec=spec, kind="unix", path=path)
     if text.startswith("fd://"):
         number = text[len("fd://") :]
         if not number.isdigit():
             raise _malformed(spec, f"{number!r} is not a descriptor number")
-        return Address(spec, "fd", fd=int(number))
+        return Address(spec=spec, kind="fd", fd=int(number))
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":") or not host:
             raise _malformed(spec, "an IPv6 address is written [ADDRESS]:PORT")
-        return Address(spec, "tcp", host=host, port=_port(spec, rest[1:]))
+        return Address(spec=spec, kind="tcp", host=host, port=_port(spec, rest[1:]))
     host, sep, port = text.rpartition(":")
     if not sep:
         raise _malformed(spec, "the port is missing")
     if ":" in host:
         raise _malformed(spec, "write an IPv6 address in brackets, as [::1]:8080")
-    return Address(spec, "tcp", host=host, port=_port(spec, port))
+    return Address(spec=spec, kind="tcp", host=host, port=_port(spec, port))
 
 
 def _port(spec: str, text: str) -> int:

@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import math
 import os
 import socket
 import time
 import types
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from .._options import Options
-from ..bus import Bus
+from ..bus import WARNING, Bus
 from ..errors import ConfigError, MissingExtraError, SitebusError
 from ..plugin import Plugin, priority
 from .sockets import Sockets
 
-__all__ = ["ENGINES", "Server", "ServerOptions", "load_engine"]
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
-App = Callable[..., Any]
+    App = Callable[..., Any]
+
+__all__ = ["ENGINES", "Server", "ServerOptions", "load_engine"]
 
 # name -> (module, class, pip extra); modules are imported only when chosen.
 ENGINES: dict[str, tuple[str, str, str | None]] = {
@@ -140,7 +142,7 @@ class Server(Plugin):
         if not self.bus.restarting:
             self.sockets.hold_off()
             if not self.sockets.wait_drained(deadline):
-                self.bus.log("Connections still queued at the graceful timeout", logging.WARNING)
+                self.bus.log("Connections still queued at the graceful timeout", WARNING)
         self.shutdown(deadline)
 
     def serve(self, socks: list[socket.socket]) -> None:

@@ -10,18 +10,21 @@ given socket, and wakes the loop through a pipe registered beside it.
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from cheroot import connections, server, wsgi
 
+from ..bus import WARNING
 from .base import Server
+
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["CherootServer"]
 
@@ -170,5 +173,5 @@ class CherootServer(Server):
         if not all(finished):
             self.bus.log(
                 "cheroot: requests still running at the graceful timeout were abandoned",
-                logging.WARNING,
+                WARNING,
             )
