@@ -10,7 +10,6 @@ the kernel wakes at once, so there is no polling interval.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 
@@ -29,15 +28,19 @@ class Wakeup:
         if self.closed:
             return
         # Full: a wake-up is already pending, so this one coalesces.
-        with contextlib.suppress(OSError):
+        try:
             os.write(self.write_fd, b"\0")
+        except OSError:
+            pass
 
     def wait(self, timeout: float | None = None) -> None:
         """Sleep until pinged (or ``timeout`` seconds), then drain the pipe."""
         select.select([self._read_fd], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
+        try:
             while os.read(self._read_fd, 4096):
                 pass
+        except BlockingIOError:
+            pass
 
     def close(self) -> None:
         """Close both ends; later pings do nothing.

@@ -37,8 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from enum import Enum
 
 from ._calls import ListenerTiming, call_each, call_each_with_deadline, failures_of
@@ -77,6 +76,20 @@ class State(Enum):
     STARTED = "started"
     STOPPING = "stopping"
     EXITING = "exiting"
+
+
+class _Running:
+    """``with bus.running():``, without loading contextlib for one decorator."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    def __enter__(self) -> Bus:
+        self._bus.start()
+        return self._bus
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bus.stop()
 
 
 class _ForcedExit(BaseException):
@@ -394,14 +407,9 @@ class Bus:
         except ChannelFailures as failures:
             self.log(str(failures), ERROR)
 
-    @contextmanager
-    def running(self) -> Iterator[Bus]:
+    def running(self) -> _Running:
         """Start the bus for the ``with`` block and always stop it afterwards."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
+        return _Running(self)
 
     def wait(self, states: State | Iterable[State], timeout: float | None = None) -> bool:
         """Wait until the bus enters one of ``states``; False if ``timeout`` passed first.

@@ -10,7 +10,6 @@ status 1, and a usage error status 2 (argparse's own). Subcommands:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -230,7 +229,8 @@ def load_app(spec: str) -> Any:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
+        __import__(module_name)  # importlib.import_module, without loading importlib
+        module = sys.modules[module_name]
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
             raise ImportStringError(

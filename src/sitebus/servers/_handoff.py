@@ -13,7 +13,6 @@ another one and must not take descriptors that are not its own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 
@@ -55,5 +54,7 @@ def close_unused(fds: Mapping[str, int], used: set[int]) -> None:
     """Close handed-over descriptors that no configured address took (the config changed)."""
     for fd in fds.values():
         if fd not in used:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass

@@ -15,10 +15,10 @@ the next image and new connections wait in their queue for it.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import os
 import socket
+import sys
 import time
 import types
 from collections.abc import Callable
@@ -160,7 +160,8 @@ def load_engine(name: str) -> type[Server]:
         known = ", ".join(sorted(ENGINES))
         raise SitebusError(f'Unknown engine "{name}": expected one of {known}') from None
     try:
-        module = importlib.import_module(module_name)
+        __import__(module_name)  # importlib.import_module, without loading importlib
+        module = sys.modules[module_name]
     except ModuleNotFoundError as exc:
         if extra is None or exc.name is None or exc.name.startswith("sitebus"):
             raise

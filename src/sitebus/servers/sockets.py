@@ -12,7 +12,6 @@ in the kernel's queue instead of being refused.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -235,8 +234,10 @@ def _remove_stale(address: Address) -> None:
     try:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
         return
     except OSError as exc:
         raise _bind_error(address, exc) from exc
@@ -249,8 +250,10 @@ def _remove_socket_file(listener: Listener) -> None:
     path, inode = listener.unix_path, listener.unix_inode
     listener.unix_path = None
     if path is not None and inode is not None and _inode(path) == inode:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _inode(path: str) -> int | None:

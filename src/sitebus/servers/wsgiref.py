@@ -10,7 +10,6 @@ deadline.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import socket
@@ -106,8 +105,10 @@ class WsgirefServer(Server):
         finally:
             # Half-close first, so that the client reads the whole answer
             # before the close, rather than a reset.
-            with contextlib.suppress(OSError):
+            try:
                 conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
             conn.close()
             with self._requests_lock:
                 self._requests.discard(threading.current_thread())
