@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -149,6 +150,34 @@ def test_logging_first_imported_after_the_start_still_reaches_the_sites_log(
     ):
         stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]"
         assert re.search(rf"^{stamp} {line}$", stderr, re.MULTILINE), stderr
+
+
+def test_the_collector_runs_again_once_the_app_and_engine_are_imported(spawn: Spawn) -> None:
+    args = ["quiet_app:app", "--bind", "127.0.0.1:0", "--engine", "wsgiref"]
+    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
+    port = int(expect(child, "wsgiref serving on http://").rsplit(":", 1)[1])
+    # The default thresholds are back, and the start-up heap is frozen.
+    assert get(port, "/gc") == (200, f"{gc.get_threshold()!r} True".encode())
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+
+
+PAUSE = """
+import gc
+from sitebus.cli import _pause_collector, _resume_collector
+thresholds = _pause_collector()
+paused = gc.get_threshold()[0]
+gc.set_threshold(1234)  # the app's own choice, made while its module ran
+_resume_collector(thresholds)
+print(paused, gc.get_threshold()[0], gc.get_freeze_count())
+"""
+
+
+def test_thresholds_an_app_sets_while_imported_are_kept() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PAUSE], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["0", "1234", "0"]
 
 
 def test_restart_lets_requests_in_flight_finish(spawn: Spawn) -> None:

@@ -10,6 +10,7 @@ status 1, and a usage error status 2 (argparse's own). Subcommands:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -176,8 +177,12 @@ def _serve(args: argparse.Namespace) -> int:
     # prints one line (its error) rather than the rollback's log.
     log = StderrLog(args.log_level, hold=args.log_level != "debug")
     log.take_stdlib_records()  # the engine's and the app's logging, once loaded
-    app = load_app(args.app)
-    engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
+    thresholds = _pause_collector()
+    try:
+        app = load_app(args.app)
+        engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
+    finally:
+        _resume_collector(thresholds)
     # The stop of the server waits up to the graceful timeout: the bound on each
     # stop listener (60 s by default) must not cut it short.
     bus = Bus(listener_timeout=args.graceful_timeout + 30.0, logger=None)
@@ -215,6 +220,33 @@ def _serve(args: argparse.Namespace) -> int:
         return bus.block()
     finally:
         signals.unsubscribe()
+
+
+def _pause_collector() -> tuple[int, int, int]:
+    """Hold the cyclic garbage collector back while the app and the engine are imported.
+
+    Importing them builds tens of thousands of objects that live as long as
+    the process, and the collector scans the pile again and again as it
+    grows: about 3% of a start (and of an in-place restart) on the reference
+    machine. Returns the thresholds that ``_resume_collector`` puts back.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(0)  # no automatic collection; gc.collect() still works
+    return thresholds
+
+
+def _resume_collector(thresholds: tuple[int, int, int]) -> None:
+    """Freeze what the imports built, then let the collector run again.
+
+    Frozen objects are out of the collector's sight for good, as the gc
+    module's documentation suggests for a server's start-up heap: no pause to
+    scan them now, and none in any later full collection either. The price is
+    that a reference cycle that became garbage during the imports is never
+    freed. An app that set thresholds of its own meanwhile keeps them.
+    """
+    if gc.get_threshold()[0] == 0:
+        gc.freeze()
+        gc.set_threshold(*thresholds)
 
 
 def load_app(spec: str) -> Any:
