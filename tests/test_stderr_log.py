@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,3 +86,23 @@ def test_a_cancelled_hook_leaves_and_calls_nothing(
     import later_module  # noqa: F401  # the import is the test
 
     assert seen == []
+
+
+RELEASE = """
+import io, logging
+from sitebus._stderr_log import StderrLog
+out = io.StringIO()
+log = StderrLog("info", hold=False, stream=out)
+log.take_stdlib_records()
+logging.getLogger("app").warning("through the site's log")
+log.bus_message("Bus started", 20, None)
+log.release_stdlib_records()
+print(out.getvalue().count("\\n"), len(logging.getLogger().handlers))
+"""
+
+
+def test_records_of_stdlib_loggers_and_the_bus_share_the_log_until_released() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["2", "0"]

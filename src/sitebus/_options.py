@@ -1,16 +1,17 @@
 """Frozen, keyword-only records, without the dataclasses module.
 
 Every plugin takes a small immutable options object, and a few plain records
-(a parsed address, a listener's timing) are the same kind of thing. ``dataclasses`` would
-write these for us, but importing it (it pulls in ``inspect``, ``ast`` and
-``dis``) and building each class (it compiles every generated method from
-source) cost about 11 ms of a process start on the reference machine: more
-than the whole bus, 15% of a bare engine's start, and paid again at every
-in-place restart. The few behaviours options need fit in this base class:
-keyword-only construction with defaults, a ``__post_init__`` validation hook,
-immutability, equality, hashing, a readable repr and ``replace``.
-``dataclass_transform`` tells type checkers that a subclass's annotated
-attributes make its ``__init__``, as for a frozen keyword-only dataclass.
+(a parsed address, a listener's timing) are the same kind of thing.
+``dataclasses`` would write these for us, but importing it (it pulls in
+``inspect``, ``ast`` and ``dis``) and building each class (it compiles every
+generated method from source) cost about 11 ms of a process start on the
+reference machine: more than the whole bus, 15% of a bare engine's start, and
+paid again at every in-place restart. The few behaviours options need fit in
+this base class: keyword-only construction with defaults, a ``__post_init__``
+validation hook, immutability, equality, hashing, a readable repr and
+``replace``. ``dataclass_transform`` tells type checkers that a subclass's
+annotated attributes make its ``__init__``, as for a frozen keyword-only
+dataclass.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class StderrLog:
         self._lock = threading.Lock()
         self._held: list[str] | None = [] if hold else None
         self._hook: _AfterImport | None = None
+        self._handler: logging.Handler | None = None  # on the root logger
         self._stdlib: logging.Logger | None = None  # "sitebus", once logging is loaded
 
     def bus_message(self, message: str, level: int, exc: BaseException | None) -> None:
@@ -100,16 +101,21 @@ class StderrLog:
             sys.meta_path.insert(0, self._hook)
 
     def release_stdlib_records(self) -> None:
-        """Undo ``take_stdlib_records``: the hook if still waiting (for tests and reuse)."""
+        """Undo ``take_stdlib_records``: remove the root handler, or the hook still waiting."""
         if self._hook is not None:
             self._hook.cancel()
             self._hook = None
+        if self._handler is not None:
+            import logging
+
+            logging.getLogger().removeHandler(self._handler)
+            self._handler = self._stdlib = None
 
     def _install_root_handler(self) -> None:
         import logging
 
         root = logging.getLogger()
-        handler = _handler_class()(self)
+        handler = self._handler = _handler_class()(self)
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
         root.setLevel(self.level)

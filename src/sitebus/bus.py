@@ -51,6 +51,7 @@ from .errors import ChannelFailures, StartError, StateError, describe, listener_
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from contextlib import AbstractContextManager
     from typing import Any, TypeVar, overload
 
     from ._calls import Record
@@ -407,7 +408,7 @@ class Bus:
         except ChannelFailures as failures:
             self.log(str(failures), ERROR)
 
-    def running(self) -> _Running:
+    def running(self) -> AbstractContextManager[Bus]:
         """Start the bus for the ``with`` block and always stop it afterwards."""
         return _Running(self)
 
