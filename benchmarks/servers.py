@@ -377,7 +377,8 @@ def cpu_split() -> tuple[set[int], set[int]] | None:
 def pin(pid: int, cpus: set[int]) -> None:
     """Pin every thread of ``pid``; threads it starts later inherit the pinning."""
     for task in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(task), cpus)
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task), cpus)
 
 
 def throughput(port: int, seconds: float, load_cpus: set[int] | None) -> float:
