@@ -8,7 +8,7 @@ subscribed to it at import, and nothing forces its use.
 
 from .bus import Bus, ListenerTiming, State
 from .errors import ChannelFailures, SitebusError, StartError, StateError
-from .plugin import Plugin, priority
+from .plugin import Plugin, StartOrder, priority
 
 __all__ = [
     "Bus",
@@ -17,6 +17,7 @@ __all__ = [
     "Plugin",
     "SitebusError",
     "StartError",
+    "StartOrder",
     "State",
     "StateError",
     "bus",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from enum import IntEnum
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
@@ -18,9 +19,34 @@ if TYPE_CHECKING:
 
     F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["BUILTIN_CHANNELS", "Plugin", "method_name", "priority"]
+__all__ = ["BUILTIN_CHANNELS", "Plugin", "StartOrder", "method_name", "priority"]
 
 BUILTIN_CHANNELS = ("start", "stop", "graceful", "exit", "log", "state", "reload")
+
+
+class StartOrder(IntEnum):
+    """The start order of the built-in services: the one table of their priorities.
+
+    Lower starts first and, on ``stop`` and ``exit``, stops last. The order
+    says why each sits where it does: the log is ready before anything speaks;
+    the process detaches before it writes its PID; an application's own
+    resources (a database at ``PIDFILE``, as on CherryPy's bus page, or at
+    ``DEFAULT``) open before the sockets are bound; privileged ports are bound
+    before privileges drop, and privileges drop before any request is served;
+    background tasks run only once the site serves; and the file watcher
+    starts last, so a start that fails is never mistaken for a code change.
+    """
+
+    LOGS = 5
+    DAEMON = 10
+    PIDFILE = 20
+    DEFAULT = 50
+    THREADS = 55
+    SOCKETS = 60
+    PRIVILEGES = 65
+    SERVERS = 70
+    TASKS = 80
+    AUTORELOAD = 90
 
 
 def priority(value: int) -> Callable[[F], F]:

@@ -38,7 +38,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import ChannelFailures, StateError, describe
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 from ._changes import compile_error, digest, invalidate_bytecode, modified_since, names
 from ._reload_options import DEFAULT_IGNORE, AutoreloadOptions
 from ._sources import (
@@ -90,7 +90,7 @@ class _ImportNotifier(importlib.abc.MetaPathFinder):
 class Autoreload(Plugin):
     """Restart the site when its code, config or registered files change.
 
-    Start priority 90: it watches only once everything else has started. A
+    Starts at ``StartOrder.AUTORELOAD``: it watches only once everything else has started. A
     stop listener that is safe to call when start never ran. ``watcher_factory``
     is the seam to the OS; by default it follows ``options.backend``.
     """
@@ -135,7 +135,7 @@ class Autoreload(Plugin):
 
     # -- the bus side -------------------------------------------------------
 
-    @priority(90)
+    @priority(StartOrder.AUTORELOAD)
     def start(self) -> None:
         if not self.options.enabled or self._thread is not None:
             return

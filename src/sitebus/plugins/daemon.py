@@ -25,15 +25,13 @@ from typing import TYPE_CHECKING, NoReturn
 from .._options import Options
 from ..bus import State
 from ..errors import ProcessError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["PRIORITY", "Daemon", "DaemonOptions"]
+__all__ = ["Daemon", "DaemonOptions"]
 
-PRIORITY = 10
-"""First but logging (5): before the PID file (20) names the daemon's PID."""
 
 # Holds the daemon's PID; a re-exec keeps PID and environment, so the next
 # image sees it is already a daemon. An unrelated child process has another PID.
@@ -59,7 +57,7 @@ class DaemonOptions(Options):
 
 
 class Daemon(Plugin):
-    """Daemonizes at start (priority 10), once per process; refuses if threads run."""
+    """Daemonizes at start (``StartOrder.DAEMON``), once per process; refuses if threads run."""
 
     def __init__(self, bus: Bus, options: DaemonOptions | None = None) -> None:
         super().__init__(bus)
@@ -72,7 +70,7 @@ class Daemon(Plugin):
         """Whether this process is the daemon (also true after a re-exec of it)."""
         return os.environ.get(_DAEMON_ENV) == str(os.getpid())
 
-    @priority(PRIORITY)
+    @priority(StartOrder.DAEMON)
     def start(self) -> None:
         if self.daemonized:
             if self.options.chdir is not None:  # the bus re-execs from the launch directory

@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from .._options import Options
 from ..errors import ConfigError, describe
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
 __all__ = [
     "FORMATS",
-    "PRIORITY",
     "TEXT_FORMAT",
     "JsonFormatter",
     "Logs",
@@ -46,9 +45,6 @@ __all__ = [
     "TextFormatter",
 ]
 
-# The logging slot in the project's order: its graceful listener reopens the
-# file before the other graceful listeners log what they reload.
-PRIORITY = 5
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -226,7 +222,7 @@ class Logs(Plugin):
 
     # -- listeners ----------------------------------------------------------
 
-    @priority(PRIORITY)
+    @priority(StartOrder.LOGS)
     def graceful(self) -> None:
         """Reopen the log file (after logrotate moved it); failures are logged."""
         self.reopen()

@@ -33,16 +33,14 @@ from typing import TYPE_CHECKING
 
 from .._options import Options
 from ..errors import AlreadyRunningError, ProcessError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
     from .privileges import Credentials
 
-__all__ = ["PRIORITY", "Pidfile", "PidfileOptions", "read_running_pid"]
+__all__ = ["Pidfile", "PidfileOptions", "read_running_pid"]
 
-PRIORITY = 20
-"""After the daemon (10) forked, so the file names the daemon; before sockets bind (60)."""
 
 # Descriptors of held PID files, by path, handed to the next image by a re-exec.
 _INHERITED_ENV = "SITEBUS_PIDFILE_FDS"
@@ -147,7 +145,7 @@ class Pidfile(Plugin):
         """Whether this process holds the PID file now."""
         return self._fd is not None
 
-    @priority(PRIORITY)
+    @priority(StartOrder.PIDFILE)
     def start(self) -> None:
         if self._fd is not None:
             return
@@ -157,12 +155,12 @@ class Pidfile(Plugin):
             self._fd = self._create()
             self.bus.log(f"PID file {self.path} written: PID {os.getpid()}")
 
-    @priority(PRIORITY)
+    @priority(StartOrder.PIDFILE)
     def stop(self) -> None:
         if self._fd is not None and not self.bus.restarting:
             self._release()
 
-    @priority(PRIORITY)
+    @priority(StartOrder.PIDFILE)
     def exit(self) -> None:
         """Hand the file over to the re-exec; at a plain exit, remove it (if stop did not)."""
         if self._fd is None:

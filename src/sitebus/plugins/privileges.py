@@ -1,6 +1,6 @@
 """Privileges: become an unprivileged user once the privileged work is done.
 
-The drop runs at start priority 65: after the sockets bound their (possibly
+The drop runs at ``StartOrder.PRIVILEGES``: after the sockets bound their (possibly
 privileged) ports at 60 and before the servers serve at 70, so no request is
 ever handled as root. It sets the supplementary groups, then the real,
 effective and saved group ids, then the three user ids; the order matters,
@@ -20,15 +20,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .._options import Options
 from ..errors import ChannelFailures, ConfigError, ProcessError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["PRIORITY", "Credentials", "Privileges", "PrivilegesOptions"]
-
-PRIORITY = 65
-"""After sockets bind (60), before servers serve (70)."""
+__all__ = ["Credentials", "Privileges", "PrivilegesOptions"]
 
 
 class Credentials(NamedTuple):
@@ -68,7 +65,7 @@ class Privileges(Plugin):
         super().__init__(bus)
         self.options = options if options is not None else PrivilegesOptions()
 
-    @priority(PRIORITY)
+    @priority(StartOrder.PRIVILEGES)
     def start(self) -> None:
         options = self.options
         if options.umask is not None:

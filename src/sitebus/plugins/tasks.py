@@ -14,7 +14,7 @@ the next run is at the next tick still ahead, never a burst of catch-up runs.
 A run that raises is logged through ``bus.log`` with its traceback, and the
 task keeps its schedule.
 
-Each task has its own thread, started at priority 80 (after the servers
+Each task has its own thread, started at ``StartOrder.TASKS`` (after the servers
 serve) and stopped at the same priority (before they stop). Stopping wakes
 the threads at once: nobody waits out an interval. A run in progress cannot be
 interrupted; stop waits ``join_timeout`` seconds for it, then names it in the
@@ -38,14 +38,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._options import Options
 from ..bus import State
 from ..errors import ConfigError, describe
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["PRIORITY", "SYSTEM_CLOCK", "Clock", "SystemClock", "Task", "Tasks", "TasksOptions"]
-
-PRIORITY = 80
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "Task", "Tasks", "TasksOptions"]
 
 
 class Clock(Protocol):
@@ -203,7 +201,7 @@ class Tasks(Plugin):
 
     # -- the bus ------------------------------------------------------------
 
-    @priority(PRIORITY)
+    @priority(StartOrder.TASKS)
     def start(self) -> None:
         """Start one thread per task; each waits for the bus to be STARTED."""
         with self._changed:
@@ -213,7 +211,7 @@ class Tasks(Plugin):
                 if task._run is None:
                     self._launch_locked(task)
 
-    @priority(PRIORITY)
+    @priority(StartOrder.TASKS)
     def stop(self) -> None:
         """Wake every task thread to end; wait ``join_timeout`` for runs in progress.
 

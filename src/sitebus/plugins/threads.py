@@ -30,17 +30,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._options import Options
 from ..errors import ChannelFailures
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["STOP_PRIORITY", "Threads", "ThreadsOptions"]
-
-# Teardown runs in reverse priority order: 55 releases the threads after the
-# servers (60-70) have stopped serving, and before the applications' own
-# resources (20-50) close the pools those threads' connections came from.
-STOP_PRIORITY = 55
+__all__ = ["Threads", "ThreadsOptions"]
 
 
 class ThreadsOptions(Options):
@@ -140,7 +135,7 @@ class Threads(Plugin):
 
     # -- the bus ------------------------------------------------------------
 
-    @priority(STOP_PRIORITY)
+    @priority(StartOrder.THREADS)
     def stop(self) -> None:
         """Release every thread the plugin knows, publishing ``stop_thread`` for each.
 
@@ -150,7 +145,7 @@ class Threads(Plugin):
         """
         self.release_all()
 
-    @priority(STOP_PRIORITY)
+    @priority(StartOrder.THREADS)
     def exit(self) -> None:
         """Threads acquired while the bus was stopped are released at exit too."""
         self.release_all()

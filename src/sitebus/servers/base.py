@@ -2,8 +2,8 @@
 
 An engine adapter only knows how to serve a list of listening sockets and how
 to stop accepting and finish what is in flight; this base class ties that to
-the bus. It serves at priority 70, after the sockets are bound (60) and
-privileges dropped (65), and stops in reverse order, before the sockets close.
+the bus. It serves at ``StartOrder.SERVERS``, after the sockets are bound and
+privileges dropped, and stops in reverse order, before the sockets close.
 
 A graceful stop, in order: hold off new connections (``Sockets.hold_off``),
 let the engine accept what the kernel already queued (``wait_drained``), stop
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from .._options import Options
 from ..bus import WARNING, Bus
 from ..errors import ConfigError, MissingExtraError, SitebusError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 from .sockets import Sockets
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -118,7 +118,7 @@ class Server(Plugin):
     def tls(self) -> bool:
         return self.options.certfile is not None
 
-    @priority(70)
+    @priority(StartOrder.SERVERS)
     def start(self) -> None:
         socks = [listener.socket.dup() for listener in self.sockets.listeners]
         try:
@@ -133,7 +133,7 @@ class Server(Plugin):
             where = listener.url.replace("http", scheme, 1)
             self.bus.log(f"{self.engine} serving on {where}")
 
-    @priority(70)
+    @priority(StartOrder.SERVERS)
     def stop(self) -> None:
         if not self._serving:
             return

@@ -1,7 +1,7 @@
 """The listening sockets of a site, bound by the bus itself during ``start``.
 
-Binding at priority 60, before privileges drop (65) and before any engine
-serves (70), means a privileged port is bound while the process is still
+Binding at ``StartOrder.SOCKETS``, before privileges drop and before any
+engine serves, means a privileged port is bound while the process is still
 root, and an address in use fails the start before anything serves: the bus
 rolls back and the command line prints one line naming the address.
 
@@ -20,7 +20,7 @@ import stat
 from .._options import Options
 from ..bus import Bus
 from ..errors import BindError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 from . import _handoff
 from ._address import Address, parse_address, url
 
@@ -89,7 +89,7 @@ class Sockets(Plugin):
         self.addresses = [parse_address(spec) for spec in self.options.binds]
         self.listeners: list[Listener] = []
 
-    @priority(60)
+    @priority(StartOrder.SOCKETS)
     def start(self) -> None:
         handed = _handoff.take()
         used: set[int] = set()
@@ -105,7 +105,7 @@ class Sockets(Plugin):
         finally:
             _handoff.close_unused(handed, used)
 
-    @priority(60)
+    @priority(StartOrder.SOCKETS)
     def stop(self) -> None:
         listeners, self.listeners = self.listeners, []
         if self.bus.restarting:
