@@ -20,15 +20,13 @@ The module is named ``logs`` rather than ``logging`` so that
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
+from .._logformat import TEXT_FORMAT, JsonFormatter, TextFormatter
 from .._options import Options
 from ..errors import ConfigError, describe
 from ..plugin import Plugin, StartOrder, priority
@@ -46,7 +44,6 @@ __all__ = [
 ]
 
 FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class LogsOptions(Options):
@@ -102,46 +99,6 @@ def level_number(level: int | str) -> int:
             return number
     names = ", ".join(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     raise ConfigError(f"log level {level!r} is not one of {names} or a number >= 0")
-
-
-def _utc(created: float) -> str:
-    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
-class TextFormatter(logging.Formatter):
-    """Plain text lines whose ``%(asctime)s`` is ISO-8601 UTC with milliseconds."""
-
-    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
-        super().__init__(fmt)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        if datefmt is not None:
-            return time.strftime(datefmt, time.gmtime(record.created))
-        return _utc(record.created)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: timestamp, level, logger, message, and exception.
-
-    ``exception`` (the traceback text) and ``stack`` appear only when the
-    record has them. JSON escapes newlines, so a traceback stays on its line.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "timestamp": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class _AppendingFile(logging.StreamHandler[TextIO]):
