@@ -41,9 +41,22 @@ def test_public_api_is_pinned() -> None:
         "StartOrder",
         "State",
         "StateError",
-        "bus",
+        "default_bus",
         "priority",
     ]
+
+
+def test_import_sitebus_bus_gives_the_module() -> None:
+    """The default instance shadows nothing: ``sitebus.bus`` is the module, as pydoc shows."""
+    code = (
+        "import sitebus.bus as m, sitebus, types; "
+        "print(isinstance(m, types.ModuleType), m is sitebus.bus, m.Bus is sitebus.Bus, "
+        "isinstance(sitebus.default_bus, m.Bus))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["True", "True", "True", "True"]
 
 
 def test_every_error_shares_one_base() -> None:
@@ -52,7 +65,7 @@ def test_every_error_shares_one_base() -> None:
 
 
 def test_default_bus_has_nothing_subscribed_at_import() -> None:
-    code = "import sitebus; b = sitebus.bus; print(sorted(b._callbacks), b.state.name)"
+    code = "import sitebus; b = sitebus.default_bus; print(sorted(b._callbacks), b.state.name)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sitebus import Bus, Plugin, priority
 
 
@@ -77,3 +79,41 @@ def test_priority_attribute_on_a_method_is_honoured(bus: Bus) -> None:
     late.subscribe()
     early.subscribe()
     assert bus.listeners("start") == (early.start, late.start)
+
+
+def test_a_plugin_written_the_cherrypy_way_subscribes_and_unsubscribes() -> None:
+    """``self.bus = bus`` without ``super().__init__()``, as every CherryPy plugin does, works."""
+
+    class Persistence(Plugin):
+        def __init__(self, bus: Bus) -> None:
+            self.bus = bus
+            self.calls: list[str] = []
+
+        def start(self) -> None:
+            self.calls.append("start")
+
+        def stop(self) -> None:
+            self.calls.append("stop")
+
+    bus = Bus()
+    plugin = Persistence(bus)
+    plugin.subscribe()
+    with bus.running():
+        pass
+    plugin.unsubscribe()
+    assert plugin.calls == ["start", "stop"]
+    assert bus.listeners("start") == ()
+
+
+def test_a_plugin_without_a_bus_says_what_to_do_at_subscribe() -> None:
+    """Neither ``super().__init__(bus)`` nor ``self.bus``: one clear error at subscribe."""
+
+    class Forgetful(Plugin):
+        def __init__(self, bus: Bus) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"super\(\)\.__init__\(bus\) or set self\.bus = bus"):
+        Forgetful(Bus()).subscribe()

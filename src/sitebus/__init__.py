@@ -1,9 +1,10 @@
 """sitebus: one process bus for a Python web site.
 
 A ``Bus`` is a state machine whose transitions are published on named
-channels; site-wide services are ``Plugin`` objects subscribed to it. ``bus``
-is a default instance for the convention of one bus per process: nothing is
-subscribed to it at import, and nothing forces its use.
+channels; site-wide services are ``Plugin`` objects subscribed to it. ``default_bus``
+is the instance for the convention of one bus per process: nothing is
+subscribed to it at import, and nothing forces its use. (It is not named
+``bus``, which would hide the module ``sitebus.bus``.)
 """
 
 from .bus import Bus, ListenerTiming, State
@@ -20,10 +21,10 @@ __all__ = [
     "StartOrder",
     "State",
     "StateError",
-    "bus",
+    "default_bus",
     "priority",
 ]
 
 __version__ = "0.1.0"
 
-bus = Bus()
+default_bus = Bus()

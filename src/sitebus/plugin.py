@@ -76,21 +76,46 @@ class Plugin:
     """
 
     channels: ClassVar[tuple[str, ...]] = ()
+    bus: Bus
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._subscribed: list[tuple[str, Callable[..., Any]]] = []
+
+    @property
+    def _subscribed(self) -> list[tuple[str, Callable[..., Any]]]:
+        """What ``subscribe()`` added, made on first use.
+
+        Not set in ``__init__``: a subclass written the CherryPy way, setting
+        ``self.bus = bus`` without calling ``super().__init__()``, must work.
+        """
+        try:
+            return self.__dict__["_sitebus_subscribed"]  # type: ignore[no-any-return]  # set below
+        except KeyError:
+            subscribed: list[tuple[str, Callable[..., Any]]] = []
+            self.__dict__["_sitebus_subscribed"] = subscribed
+            return subscribed
 
     def subscribe(self) -> None:
         """Subscribe every listener method of this plugin to its channel."""
+        bus = self._bus_or_fail()
         for channel in dict.fromkeys((*BUILTIN_CHANNELS, *self.channels)):
             method = getattr(self, method_name(channel), None)
             if callable(method) and (channel, method) not in self._subscribed:
-                self.bus.subscribe(channel, method)
+                bus.subscribe(channel, method)
                 self._subscribed.append((channel, method))
 
     def unsubscribe(self) -> None:
         """Remove every listener that ``subscribe()`` added."""
-        while self._subscribed:
-            channel, method = self._subscribed.pop()
+        subscribed = self._subscribed
+        while subscribed:
+            channel, method = subscribed.pop()
             self.bus.unsubscribe(channel, method)
+
+    def _bus_or_fail(self) -> Bus:
+        bus: Bus | None = getattr(self, "bus", None)
+        if bus is None:
+            raise TypeError(
+                f"{type(self).__name__} has no bus: its __init__ must call "
+                "super().__init__(bus) or set self.bus = bus before subscribe()"
+            )
+        return bus
