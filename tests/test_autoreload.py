@@ -87,8 +87,8 @@ def start(bus: Bus, running: list[Autoreload], plugin: Autoreload) -> Autoreload
         ({"backend": "fsevents"}, "backend 'fsevents' is unknown"),
         ({"debounce": -1}, "debounce -1 must be"),
         ({"poll_interval": 0}, "poll_interval 0 must be"),
-        ({"paths": "templates/*.html"}, "paths 'templates/\\*.html' must be a sequence"),
-        ({"ignore": [1]}, "ignore \\[1\\] must be a sequence of strings"),
+        ({"paths": "templates/*.html"}, "paths: expected tuple\\[str, ...\\], got str"),
+        ({"ignore": [1]}, "ignore: expected tuple\\[str, ...\\], got tuple \\(1,\\)"),
     ],
 )
 def test_options_refuse_bad_values_quoting_them(options: dict[str, object], message: str) -> None:

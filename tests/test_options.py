@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -95,3 +96,46 @@ def test_an_immutable_mapping_is_a_fine_default() -> None:
         actions: MappingProxyType[str, str] = MappingProxyType({})
 
     assert dict(Actions().actions) == {}
+
+
+class Timeouts(Options):
+    graceful: float = 30.0
+    listen: float | None = None
+    binds: tuple[str, ...] = ("127.0.0.1:8080",)
+    pair: tuple[int, str] = (0, "")
+    actions: Mapping[str, str] = MappingProxyType({})
+    quiet: bool = False
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"binds": "127.0.0.1:80"}, r"Timeouts\.binds: expected tuple\[str, \.\.\.\], got str"),
+        ({"binds": ("a", 1)}, r"Timeouts\.binds: expected tuple\[str, \.\.\.\]"),
+        ({"graceful": "30"}, r"Timeouts\.graceful: expected float, got str '30'"),
+        ({"graceful": True}, r"Timeouts\.graceful: expected float, got bool"),
+        ({"listen": "soon"}, r"Timeouts\.listen: expected float \| None, got str"),
+        ({"pair": (1, 2)}, r"Timeouts\.pair: expected tuple\[int, str\]"),
+        ({"actions": {"SIGTERM": 1}}, r"Timeouts\.actions: expected Mapping\[str, str\]"),
+        ({"quiet": "yes"}, r"Timeouts\.quiet: expected bool, got str 'yes'"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_when_made_naming_the_field(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Timeouts(**values)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_values_of_the_right_type_are_taken_and_lists_become_tuples() -> None:
+    """An int is a float, None fits an optional, a TOML list fills a tuple field."""
+    made = Timeouts(graceful=5, listen=None, binds=["a", "b"], actions={"SIGTERM": "exit"})  # type: ignore[arg-type]  # a TOML list
+    assert made.graceful == 5 and made.binds == ("a", "b")
+
+
+def test_the_plugins_options_refuse_a_string_for_a_tuple_at_construction() -> None:
+    """The issue's own case: a string where a tuple of addresses is expected."""
+    from sitebus.servers import SocketsOptions
+
+    with pytest.raises(ConfigError, match=r"SocketsOptions\.binds: expected tuple"):
+        SocketsOptions(binds="127.0.0.1:8080")  # type: ignore[arg-type]  # wrong on purpose
