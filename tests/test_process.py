@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from conftest import Child
+from conftest import WAIT, Child
 
 Spawn = Callable[..., Child]
 SCRIPT = "tests/children/blocking_site.py"
@@ -57,7 +59,8 @@ def test_start_failure_prints_one_clear_line_and_exits_nonzero(site: Callable[..
     child = site("--fail-start")
     child.expect("stop")  # the rollback tore down what started
     assert child.wait() == 1
-    lines = child.stderr().strip().splitlines()
+    # Logging is not configured: the bus log shows on stderr, one error among it.
+    lines = [line for line in child.stderr().splitlines() if " ERROR " in line]
     assert len(lines) == 1, child.output()
     assert "Start failed in" in lines[0] and "address already in use" in lines[0]
     assert "Traceback" not in child.stderr()
@@ -139,3 +142,42 @@ def test_sigterm_during_a_restart_is_carried_out_by_the_new_process(
     child.expect("exit")
     child.expect("exited 0")
     assert child.wait() == 0
+
+
+PERSISTENCE = "tests/children/persistence_site.py"
+
+
+def test_cherrypys_persistence_example_starts_serves_stops_and_exits_zero(
+    spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    """A plain sqlite3.connect() at start priority 20, closed at stop, on a served site."""
+    child = spawn([PERSISTENCE, str(tmp_path / "site.sqlite3")])
+    child.expect("db open")
+    url = child.expect("serving ").split()[1]
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        assert response.read() == b"hello"
+    child.signal(signal.SIGTERM)
+    child.expect("db closed")
+    child.expect("exited 0")
+    assert child.wait() == 0, child.output()
+    assert "ProgrammingError" not in child.stderr()
+
+
+def test_an_exit_wedged_past_its_bound_ends_the_process_naming_the_listener(
+    spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    """The watchdog's hard bound: stacks on stderr, then status 1, never a hang."""
+    child = spawn(
+        [PERSISTENCE, str(tmp_path / "site.sqlite3"), "--wedge-exit", "--exit-timeout", "1"],
+    )
+    child.expect("db open")
+    child.expect("serving ")
+    child.signal(signal.SIGTERM)
+    child.expect("db closed")
+    child.expect("wedged")
+    assert child.wait() == 1
+    stderr = child.stderr()
+    assert (
+        "the exit overran its bound in listener __main__.main.<locals>.wedged on 'exit'" in stderr
+    )
+    assert "Thread 0x" in stderr or "Current thread" in stderr  # every thread's stack

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -125,31 +124,6 @@ def test_the_app_and_the_engine_log_through_the_sites_log(spawn: Spawn) -> None:
     stderr = child.stderr()
     assert "INFO hello_app: the app logs too" in stderr
     assert "uvicorn.error" not in stderr, "uvicorn's INFO lines retell the bus's"
-
-
-def test_logging_first_imported_after_the_start_still_reaches_the_sites_log(
-    spawn: Spawn,
-) -> None:
-    """The serve command loads no ``logging`` for an app that does not use it.
-
-    When the app first imports it later, in a request, its records still come
-    out as the site's lines.
-    """
-    args = ["quiet_app:app", "--bind", "127.0.0.1:0", "--engine", "wsgiref"]
-    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
-    port = int(expect(child, "wsgiref serving on http://").rsplit(":", 1)[1])
-    assert get(port, "/log") == (200, b"logging loaded before: False")
-    child.signal(signal.SIGTERM)
-    expect(child, "exited 0")
-    assert child.wait() == 0
-    stderr = child.stderr()
-    for line in (
-        "INFO sitebus: Bus started",
-        "WARNING quiet_app: first logged after the start",
-        "INFO sitebus: Bus exiting",
-    ):
-        stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]"
-        assert re.search(rf"^{stamp} {line}$", stderr, re.MULTILINE), stderr
 
 
 def test_the_collector_runs_again_once_the_app_and_engine_are_imported(spawn: Spawn) -> None:

@@ -32,41 +32,49 @@ the reverse order, ties included, so whatever starts first stops last.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
+import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
+from logging import DEBUG, ERROR, INFO, WARNING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._calls import ListenerTiming, call_each, call_each_with_deadline, failures_of
+from . import _watchdog
+from ._calls import ListenerTiming, call_each, failures_of
+from ._logformat import TextFormatter
 from ._reexec import reexec, release_held_signals, take_pending_exit
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
-# typing and logging are not imported at run time: every process start pays
-# for each module it loads, and a site may use neither. Type checkers take
-# this name as True.
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import logging
-    from contextlib import AbstractContextManager
-    from typing import Any, TypeVar, overload
-
     from ._calls import Record
 
-    C = TypeVar("C", bound=Callable[..., Any])
-    # A subscription: a plain tuple sorts in publishing order, and the order
-    # number is unique, so two callbacks are never compared.
-    _Entry = tuple[int, int, Callable[..., Any]]  # priority, order, callback
+C = TypeVar("C", bound=Callable[..., Any])
+# A subscription: a plain tuple sorts in publishing order, and the order
+# number is unique, so two callbacks are never compared.
+_Entry = tuple[int, int, Callable[..., Any]]  # priority, order, callback
 
-__all__ = ["DEFAULT_PRIORITY", "TEARDOWN_CHANNELS", "Bus", "ListenerTiming", "State"]
+__all__ = [
+    "DEBUG",
+    "DEFAULT_PRIORITY",
+    "ERROR",
+    "INFO",
+    "TEARDOWN_CHANNELS",
+    "WARNING",
+    "Bus",
+    "ListenerTiming",
+    "State",
+]
 
 DEFAULT_PRIORITY = 50
 TEARDOWN_CHANNELS = frozenset({"stop", "exit"})
-# The levels of the stdlib's logging, which the log channel carries.
-DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+# The log channel carries the stdlib's levels, re-exported above as
+# sitebus.bus.DEBUG and so on.
 
 
 class State(Enum):
@@ -79,18 +87,31 @@ class State(Enum):
     EXITING = "exiting"
 
 
-class _Running:
-    """``with bus.running():``, without loading contextlib for one decorator."""
+class _DefaultStderr(logging.Handler):
+    """Where the bus log goes while the application has configured no logging.
 
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
+    CherryPy's engine log shows on the screen by default, and so does ours:
+    INFO and above, one timestamped line each, to whatever ``sys.stderr`` is
+    at the time. As soon as the logger has a handler of its own, or any of
+    its ancestors has one (``logging.basicConfig``, the ``Logs`` plugin, a
+    host's configuration), records go there instead and this stays silent.
+    """
 
-    def __enter__(self) -> Bus:
-        self._bus.start()
-        return self._bus
+    def __init__(self) -> None:
+        super().__init__(INFO)
+        self.setFormatter(TextFormatter())
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._bus.stop()
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr
+            if stream is not None:
+                stream.write(self.format(record) + "\n")
+                stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+_DEFAULT_STDERR = _DefaultStderr()
 
 
 class _ForcedExit(BaseException):
@@ -100,24 +121,36 @@ class _ForcedExit(BaseException):
 class Bus:
     """Publish/subscribe channels and the site's lifecycle state machine.
 
-    ``listener_timeout`` bounds each stop and exit listener (seconds, None for
-    no bound): one that overruns is named in the log and left behind, so a
-    wedged plugin cannot keep the site from stopping. Those listeners then run
-    in a helper thread. ``thread_join_timeout`` bounds how long ``block()``
-    waits, in all, for the threads registered with ``register_thread``.
-    ``logger`` receives everything published on ``log``: a stdlib logger, or
-    the name of one, looked up (and ``logging`` imported) when the bus first
-    logs; None turns that off.
+    Stop and exit listeners run in the thread that called ``stop()`` or
+    ``exit()``, where start listeners ran too under ``block()``. Bounds, in
+    seconds (None for none), kept by the process's watchdog thread:
+    ``listener_timeout`` names in the log a stop or exit listener that runs
+    longer (it is not interrupted); ``exit_timeout`` bounds a whole
+    ``exit()``, stop included: past it the process writes every thread's
+    stack to standard error and ends with status 1, because a wedged
+    listener must not keep the site from exiting. ``thread_join_timeout``
+    bounds how long ``block()`` waits, in all, for the threads registered
+    with ``register_thread``. ``logger`` receives everything published on
+    ``log``: a stdlib logger, or the name of one; None turns that off. While
+    neither it nor its ancestors have a handler, INFO and above go to
+    standard error.
     """
 
     def __init__(
         self,
         *,
         listener_timeout: float | None = 60.0,
+        exit_timeout: float | None = 120.0,
         thread_join_timeout: float = 10.0,
         logger: logging.Logger | str | None = "sitebus",
     ) -> None:
+        for name, bound in (("listener_timeout", listener_timeout), ("exit_timeout", exit_timeout)):
+            if bound is not None and not bound > 0:
+                raise ValueError(
+                    f"{name} must be a number of seconds above 0 or None, not {bound!r}"
+                )
         self.listener_timeout = listener_timeout
+        self.exit_timeout = exit_timeout
         self.thread_join_timeout = thread_join_timeout
         self._logger = logger
         self._records: dict[str, list[Record]] = {}
@@ -167,8 +200,6 @@ class Bus:
     def logger(self) -> logging.Logger | None:
         """The stdlib logger that receives the ``log`` channel, or None."""
         if isinstance(self._logger, str):
-            import logging  # here: a site that never logs need not load it
-
             self._logger = logging.getLogger(self._logger)
         return self._logger
 
@@ -183,12 +214,10 @@ class Bus:
 
     # -- channels -----------------------------------------------------------
 
-    if TYPE_CHECKING:
-
-        @overload
-        def subscribe(self, channel: str, callback: C, priority: int | None = None) -> C: ...
-        @overload
-        def subscribe(self, channel: str, *, priority: int | None = None) -> Callable[[C], C]: ...
+    @overload
+    def subscribe(self, channel: str, callback: C, priority: int | None = None) -> C: ...
+    @overload
+    def subscribe(self, channel: str, *, priority: int | None = None) -> Callable[[C], C]: ...
 
     def subscribe(
         self, channel: str, callback: C | None = None, priority: int | None = None
@@ -279,12 +308,17 @@ class Bus:
         """Publish ``message`` on ``log`` as (message, level, exception or None).
 
         It also goes to ``self.logger`` (the stdlib logger ``sitebus``) unless
-        that is set to None.
+        that is set to None; to standard error while logging is not configured.
         """
         exc = sys.exception() if exc_info is True else (exc_info or None)
         logger = self.logger
         if logger is not None:
-            logger.log(level, message, exc_info=exc, stacklevel=2)
+            if logger.hasHandlers():
+                logger.log(level, message, exc_info=exc, stacklevel=2)
+            elif level >= (logger.level or INFO) and not logger.disabled:
+                _DEFAULT_STDERR.handle(
+                    logger.makeRecord(logger.name, level, __file__, 0, message, (), _exc_info(exc))
+                )
         if "log" in self._callbacks:
             try:
                 self.publish("log", message, level, exc)
@@ -310,7 +344,9 @@ class Bus:
             self._set_state(State.STARTING)
             self.log("Bus starting")
             try:
-                records = call_each(self._callbacks.get("start", ()), stop_at_first_error=True)
+                records = call_each(
+                    "start", self._callbacks.get("start", ()), stop_at_first_error=True
+                )
             except BaseException:  # Ctrl-C or SystemExit mid-start: tear down, then let it go
                 self._stop_locked()
                 raise
@@ -321,6 +357,10 @@ class Bus:
                 name = listener_name(callback)
                 self.log(f"Start failed in {name}: {describe(exc)}; rolling back", ERROR)
                 self.log(f"Traceback of the start failure in {name}:", DEBUG, exc)
+                try:
+                    self.publish("start_failed", name, exc)
+                except ChannelFailures as failures:
+                    self.log(str(failures), ERROR)
                 self._stop_locked()
                 raise StartError(name, exc) from exc
             self._set_state(State.STARTED)
@@ -341,10 +381,12 @@ class Bus:
         if failures:
             raise ChannelFailures("stop", failures)
 
-    def _stop_locked(self) -> list[tuple[Callable[..., Any], Exception]]:
+    def _stop_locked(
+        self, watch: _watchdog.Watch | None = None
+    ) -> list[tuple[Callable[..., Any], Exception]]:
         self._set_state(State.STOPPING)
         self.log("Bus stopping")
-        failures = self._teardown("stop")
+        failures = self._teardown("stop", watch)
         self._set_state(State.STOPPED)
         self.log("Bus stopped")
         return failures
@@ -361,9 +403,10 @@ class Bus:
     def exit(self, status: int = 0) -> None:
         """Stop if needed, enter EXITING, publish ``exit`` and wake ``block()``.
 
-        Runs once: later calls do nothing. Failed or overrunning stop and exit
-        listeners are logged and turn a zero ``status`` into 1. From inside a
-        listener use ``request_exit()``, which ``block()`` carries out.
+        Runs once: later calls do nothing. Failed stop and exit listeners are
+        logged and turn a zero ``status`` into 1; the whole exit is bounded by
+        ``exit_timeout`` (see the class). From inside a listener use
+        ``request_exit()``, which ``block()`` carries out.
         """
         with self._transition_lock:
             if self._state is State.EXITING:
@@ -371,31 +414,50 @@ class Bus:
             if self._state in (State.STARTING, State.STOPPING):
                 raise StateError(f"cannot exit: the bus is {self._state.value}")
             self._status = status
-            failures = self._stop_locked() if self._state is State.STARTED else []
-            self._set_state(State.EXITING)
-            self.log("Bus exiting")
-            failures += self._teardown("exit")
+            deadline = None if self.exit_timeout is None else time.monotonic() + self.exit_timeout
+            watch = _watchdog.Watch(self.listener_timeout, self._overrun, deadline=deadline)
+            _watchdog.watch(watch)
+            try:
+                failures = self._stop_locked(watch) if self._state is State.STARTED else []
+                self._set_state(State.EXITING)
+                self.log("Bus exiting")
+                failures += self._teardown("exit", watch)
+            finally:
+                _watchdog.unwatch(watch)
             if failures and self._status == 0:
                 self._status = 1
             self._exited = True
         self._wake()
 
-    def _teardown(self, channel: str) -> list[tuple[Callable[..., Any], Exception]]:
+    def _teardown(
+        self, channel: str, watch: _watchdog.Watch | None = None
+    ) -> list[tuple[Callable[..., Any], Exception]]:
+        """Run the listeners of ``channel`` in this thread, watched for overruns."""
         callbacks = self._callbacks.get(channel, ())
-        if self.listener_timeout is None:
-            records = call_each(callbacks, stop_at_first_error=False)
-        else:
-            in_main = threading.current_thread() is threading.main_thread()
-            wakeup = self._wakeup if in_main else None
-            records = call_each_with_deadline(channel, callbacks, self.listener_timeout, wakeup)
+        own_watch = watch is None and self.listener_timeout is not None and bool(callbacks)
+        if own_watch:
+            watch = _watchdog.Watch(self.listener_timeout, self._overrun)
+            _watchdog.watch(watch)
+        try:
+            records = call_each(channel, callbacks, stop_at_first_error=False, watch=watch)
+        finally:
+            if own_watch:
+                _watchdog.unwatch(watch)  # type: ignore[arg-type]  # made above
         self._records[channel] = records
         failures = failures_of(records)
         for callback, exc in failures:
             name = listener_name(callback)
             self.log(f"Listener {name} failed on {channel!r}: {describe(exc)}", ERROR)
-            if not isinstance(exc, TimeoutError):
-                self.log(f"Traceback of the failure in {name}:", DEBUG, exc)
+            self.log(f"Traceback of the failure in {name}:", DEBUG, exc)
         return failures
+
+    def _overrun(self, channel: str, callback: Callable[..., Any], seconds: float) -> None:
+        """The watchdog's report of a teardown listener past ``listener_timeout``."""
+        self.log(
+            f"Listener {listener_name(callback)} on {channel!r} still running after "
+            f"{seconds:.1f} s (listener_timeout {self.listener_timeout:g} s)",
+            WARNING,
+        )
 
     def _set_state(self, state: State) -> None:
         with self._state_changed:
@@ -408,9 +470,14 @@ class Bus:
         except ChannelFailures as failures:
             self.log(str(failures), ERROR)
 
-    def running(self) -> AbstractContextManager[Bus]:
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Bus]:
         """Start the bus for the ``with`` block and always stop it afterwards."""
-        return _Running(self)
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def wait(self, states: State | Iterable[State], timeout: float | None = None) -> bool:
         """Wait until the bus enters one of ``states``; False if ``timeout`` passed first.
@@ -555,3 +622,9 @@ class Bus:
                 + ", ".join(stuck),
                 WARNING,
             )
+
+
+def _exc_info(
+    exc: BaseException | None,
+) -> tuple[type[BaseException], BaseException, Any] | None:
+    return None if exc is None else (type(exc), exc, exc.__traceback__)
