@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_CHANNELS", "Plugin", "StartOrder", "method_name", "priority"]
 
-BUILTIN_CHANNELS = ("start", "stop", "graceful", "exit", "log", "state", "reload")
+BUILTIN_CHANNELS = ("start", "stop", "graceful", "exit", "log", "state", "reload", "start_failed")
 
 
 class StartOrder(IntEnum):
@@ -68,7 +68,7 @@ class Plugin:
     """Base class for services that live on a bus.
 
     Methods named after the built-in channels (start, stop, graceful, exit,
-    log, state, reload) are listeners. Other channels are listed in the class
+    log, state, reload, start_failed) are listeners. Other channels are listed in the class
     attribute ``channels``; a channel that is not a valid identifier, such as
     ``"autoreload.watch"``, is served by the method ``autoreload_watch``.
     ``@priority(n)`` on a method (or a ``priority`` attribute on it) sets its
