@@ -9,13 +9,17 @@ every round so that machine noise hits them alike:
 - latency from ``stop()`` in one thread to ``wait(STOPPED)`` returning in
   another, median and 95th percentile.
 
-Ratios are to CherryPy (lower is better).
+Ratios are to CherryPy (lower is better). Logging is configured (a handler
+that drops records, at the stdlib's default WARNING level) so that neither
+bus writes its INFO lines: CherryPy's bare wspbus publishes its log to a
+channel nobody listens to.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import statistics
 import sys
 import threading
@@ -209,6 +213,7 @@ def table(title: str, unit: str, rows: dict[str, list[float]], baseline: str = "
 
 
 def main() -> None:
+    logging.getLogger("sitebus").addHandler(logging.NullHandler())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     args = parser.parse_args()

@@ -51,12 +51,11 @@ def call_each(
     """
     records: list[Record] = []
     clock = time.perf_counter
-    monotonic = time.monotonic
     try:
         for callback in callbacks:
-            if watch is not None:
-                watch.current = (channel, callback, monotonic())
             began = clock()
+            if watch is not None:
+                watch.current = (channel, callback, began)
             try:
                 callback()
             except Exception as exc:

@@ -5,8 +5,7 @@ Stop and exit listeners run in the thread that called ``stop()`` or
 start listener closes in the thread that opened it: a ``sqlite3`` connection,
 for one, refuses to be used from any other thread. Nothing can move a thread on
 from inside a call that does not return, so a wedged listener is bounded from
-outside, by one daemon thread per process that watches every teardown under
-way:
+outside, by one daemon thread per process that watches every bus:
 
 - a listener still running ``listener_timeout`` seconds after it began is
   named in the bus's log, once;
@@ -17,10 +16,13 @@ way:
   nothing else would ever end it. It writes straight to file descriptor 2,
   not through ``logging``, whose locks the wedged thread may hold.
 
-Watching costs a teardown next to nothing: the bus writes which listener runs
-into a plain attribute, and the watchdog thread is woken (one notify) only
-when it is idle; while it sleeps towards some earlier deadline it rescans
-when that deadline comes, and finds the listener running by then.
+Watching costs a teardown next to nothing, which matters because tests and
+frameworks start and stop buses by the thousand: each bus has one ``Watch``,
+registered when the bus is made; a teardown marks it active and writes which
+listener runs into a plain attribute, and takes the watchdog's lock only to
+wake it when it sleeps with nothing to watch. While some teardown is active
+the watchdog sleeps until the earliest moment a listener could overrun, then
+looks again.
 """
 
 from __future__ import annotations
@@ -30,72 +32,84 @@ import os
 import signal
 import sys
 import threading
-import time
+import weakref
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from .errors import listener_name
 
-__all__ = ["Watch", "unwatch", "watch"]
+__all__ = ["EXIT_STATUS", "Watch"]
 
 EXIT_STATUS = 1
 """The status of a process whose exit overran its bound."""
 
+Running = tuple[str, Callable[..., Any], float]  # channel, listener, began (perf_counter)
+
 
 class Watch:
-    """One teardown being watched; its thread sets ``current`` before each listener.
+    """What the watchdog knows of one bus's teardowns.
 
-    ``current`` is ``(channel, callback, began)`` (``time.monotonic()``) or None
-    between listeners. ``overrun(channel, callback, seconds)`` is called from
-    the watchdog thread for a listener past ``listener_timeout``; the whole
-    teardown may last until ``deadline`` (monotonic seconds), after which the
-    process ends.
+    The teardown's thread calls ``begin()``, sets ``current`` before each
+    listener (``(channel, callback, time.perf_counter())``, or None between
+    them) and calls ``end()``. ``overrun(channel, callback, seconds)`` is
+    called from the watchdog thread for a listener past ``listener_timeout``;
+    a teardown begun with a ``deadline`` (``perf_counter`` seconds) may last
+    until then, after which the process ends.
     """
 
-    __slots__ = ("current", "deadline", "listener_timeout", "overrun", "reported")
+    __slots__ = ("__weakref__", "active", "current", "deadline", "overrun", "reported", "timeout")
 
-    def __init__(
-        self,
-        listener_timeout: float | None,
-        overrun: Callable[[str, Callable[..., Any], float], None],
-        *,
-        deadline: float | None = None,
-    ) -> None:
-        self.listener_timeout = listener_timeout
+    def __init__(self, overrun: Callable[[str, Callable[..., Any], float], None]) -> None:
         self.overrun = overrun
+        self.timeout: float | None = None
+        self.active = False
+        self.deadline: float | None = None
+        self.current: Running | None = None
+        self.reported: Running | None = None
+        _WATCHDOG.add(self)
+
+    def begin(self, listener_timeout: float | None, deadline: float | None = None) -> None:
+        """A teardown begins in this thread (``deadline``: when the process must end)."""
+        self.timeout = listener_timeout
+        self.current = None
         self.deadline = deadline
-        self.current: tuple[str, Callable[..., Any], float] | None = None
-        self.reported: tuple[str, Callable[..., Any], float] | None = None
+        self.active = listener_timeout is not None or deadline is not None
+        if self.active:
+            _WATCHDOG.wake(listener_timeout, urgent=deadline is not None)
+
+    def end(self) -> None:
+        self.active = False
+        self.current = self.deadline = None
 
     def _check(self, now: float) -> tuple[Callable[[], None] | None, float | None]:
-        """What to do now (or None) and when to look again (or None: not before a notify)."""
+        """What to do now (or None) and when to look again (None: not this one's business)."""
+        if not self.active:
+            return None, None
         action: Callable[[], None] | None = None
         wake_at: float | None = None
-        current = self.current
-        if current is None and self.listener_timeout is not None:
-            # Between listeners: none that begins from now on is due earlier.
-            wake_at = now + self.listener_timeout
-        elif current is not None and self.listener_timeout is not None:
-            if current is self.reported:
-                # Still the same wedged listener: look again later for the next one.
-                wake_at = now + self.listener_timeout
-            elif now >= current[2] + self.listener_timeout:
+        current, timeout, deadline = self.current, self.timeout, self.deadline
+        if timeout is not None:
+            if current is None or current is self.reported:
+                # Between listeners, or still in one already named: none that
+                # begins from now on can overrun before now + timeout.
+                wake_at = now + timeout
+            elif now >= current[2] + timeout:
                 self.reported = current
                 channel, callback, began = current
                 action = lambda: self.overrun(channel, callback, now - began)  # noqa: E731
+                wake_at = now + timeout
             else:
-                wake_at = current[2] + self.listener_timeout
-        if self.deadline is not None:
-            if now >= self.deadline:
+                wake_at = current[2] + timeout
+        if deadline is not None:
+            if now >= deadline:
                 return (lambda: _end_process(current)), None
-            wake_at = self.deadline if wake_at is None else min(wake_at, self.deadline)
+            wake_at = deadline if wake_at is None else min(wake_at, deadline)
         return action, wake_at
 
 
-def _end_process(current: tuple[str, Callable[..., Any], float] | None) -> None:
-    where = (
-        f" in listener {listener_name(current[1])} on {current[0]!r}" if current is not None else ""
-    )
+def _end_process(current: Running | None) -> None:
+    where = f" in listener {listener_name(current[1])} on {current[0]!r}" if current else ""
     message = (
         f"sitebus: the exit overran its bound{where}; stacks follow; "
         f"ending the process with status {EXIT_STATUS}\n"
@@ -108,33 +122,43 @@ def _end_process(current: tuple[str, Callable[..., Any], float] | None) -> None:
 
 
 class _Watchdog:
-    """The process's one watchdog thread and the teardowns it watches."""
+    """The process's one watchdog thread and the watches it scans."""
 
     def __init__(self) -> None:
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        # After a fork the thread is gone and a lock may have been held by it.
+        # After a fork the thread is gone, and its lock may have been held.
         self._changed = threading.Condition(threading.Lock())
-        self._watches: list[Watch] = []
-        self._idle = False
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        self._idle = True  # asleep with nothing to watch, or not started
+        self._wake_at = 0.0  # when it wakes by itself next (perf_counter), if not idle
         self._thread: threading.Thread | None = None
 
-    def watch(self, watch: Watch) -> None:
+    def add(self, watch: Watch) -> None:
         with self._changed:
-            self._watches.append(watch)
+            self._watches.add(watch)
+
+    def wake(self, timeout: float | None, *, urgent: bool) -> None:
+        """Make the watchdog look at the watches now, if it might otherwise be late.
+
+        The caller set ``active`` first; the watchdog sets ``_idle`` before it
+        looks at ``active`` under its lock. So either it sees this teardown,
+        or this sees it idle and notifies, which waits for the lock until the
+        watchdog sleeps. A watchdog asleep until some other bus's moment is
+        woken too if this teardown's listener could overrun before that.
+        """
+        soon = timeout is not None and perf_counter() + timeout < self._wake_at
+        if not (self._idle or urgent or soon):
+            return
+        with self._changed:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="sitebus-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif self._idle or watch.deadline is not None:
-                self._changed.notify()
-
-    def unwatch(self, watch: Watch) -> None:
-        with self._changed:
-            self._watches = [w for w in self._watches if w is not watch]
+            self._changed.notify()
 
     def _run(self) -> None:
         # Signals are for the main thread, where their Python handlers run anyway.
@@ -142,21 +166,21 @@ class _Watchdog:
         while True:
             actions: list[Callable[[], None]] = []
             with self._changed:
-                now = time.monotonic()
+                self._idle = True
+                now = perf_counter()
                 wake_at: float | None = None
-                for watch in self._watches:
+                for watch in list(self._watches):
                     action, when = watch._check(now)
                     if action is not None:
                         actions.append(action)
                     if when is not None:
                         wake_at = when if wake_at is None else min(wake_at, when)
                 if not actions:
-                    # Scanning and sleeping under one lock: a watch added meanwhile
-                    # waits for this sleep to begin, then notifies it.
                     self._idle = wake_at is None
+                    self._wake_at = now if wake_at is None else wake_at
                     self._changed.wait(None if wake_at is None else wake_at - now)
-                    self._idle = False
                     continue
+                self._idle = False
             for action in actions:
                 try:
                     action()
@@ -165,5 +189,3 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
-watch = _WATCHDOG.watch
-unwatch = _WATCHDOG.unwatch

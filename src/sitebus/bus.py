@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from logging import DEBUG, ERROR, INFO, WARNING
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _watchdog
@@ -152,6 +153,7 @@ class Bus:
         self.listener_timeout = listener_timeout
         self.exit_timeout = exit_timeout
         self.thread_join_timeout = thread_join_timeout
+        self._watch = _watchdog.Watch(self._overrun)
         self._logger = logger
         self._records: dict[str, list[Record]] = {}
         # Copy on write: publish reads these without a lock; writers replace them.
@@ -161,6 +163,7 @@ class Bus:
         self._order = itertools.count()
         self._transition_lock = threading.RLock()
         self._state_changed = threading.Condition(threading.Lock())
+        self._waiters = 0  # threads in wait(); changed under _state_changed
         self._state = State.STOPPED
         self._history: collections.deque[tuple[int, State]] = collections.deque(maxlen=64)
         self._generation = 0
@@ -381,12 +384,10 @@ class Bus:
         if failures:
             raise ChannelFailures("stop", failures)
 
-    def _stop_locked(
-        self, watch: _watchdog.Watch | None = None
-    ) -> list[tuple[Callable[..., Any], Exception]]:
+    def _stop_locked(self, *, nested: bool = False) -> list[tuple[Callable[..., Any], Exception]]:
         self._set_state(State.STOPPING)
         self.log("Bus stopping")
-        failures = self._teardown("stop", watch)
+        failures = self._teardown("stop", nested=nested)
         self._set_state(State.STOPPED)
         self.log("Bus stopped")
         return failures
@@ -414,35 +415,37 @@ class Bus:
             if self._state in (State.STARTING, State.STOPPING):
                 raise StateError(f"cannot exit: the bus is {self._state.value}")
             self._status = status
-            deadline = None if self.exit_timeout is None else time.monotonic() + self.exit_timeout
-            watch = _watchdog.Watch(self.listener_timeout, self._overrun, deadline=deadline)
-            _watchdog.watch(watch)
+            deadline = None if self.exit_timeout is None else perf_counter() + self.exit_timeout
+            self._watch.begin(self.listener_timeout, deadline)
             try:
-                failures = self._stop_locked(watch) if self._state is State.STARTED else []
+                failures = self._stop_locked(nested=True) if self._state is State.STARTED else []
                 self._set_state(State.EXITING)
                 self.log("Bus exiting")
-                failures += self._teardown("exit", watch)
+                failures += self._teardown("exit", nested=True)
             finally:
-                _watchdog.unwatch(watch)
+                self._watch.end()
             if failures and self._status == 0:
                 self._status = 1
             self._exited = True
         self._wake()
 
     def _teardown(
-        self, channel: str, watch: _watchdog.Watch | None = None
+        self, channel: str, *, nested: bool = False
     ) -> list[tuple[Callable[..., Any], Exception]]:
-        """Run the listeners of ``channel`` in this thread, watched for overruns."""
+        """Run the listeners of ``channel`` in this thread, watched for overruns.
+
+        ``nested``: inside ``exit()``, whose watch (with its deadline) is begun.
+        """
         callbacks = self._callbacks.get(channel, ())
-        own_watch = watch is None and self.listener_timeout is not None and bool(callbacks)
-        if own_watch:
-            watch = _watchdog.Watch(self.listener_timeout, self._overrun)
-            _watchdog.watch(watch)
-        try:
+        watch = self._watch
+        if nested:
             records = call_each(channel, callbacks, stop_at_first_error=False, watch=watch)
-        finally:
-            if own_watch:
-                _watchdog.unwatch(watch)  # type: ignore[arg-type]  # made above
+        else:
+            watch.begin(self.listener_timeout)
+            try:
+                records = call_each(channel, callbacks, stop_at_first_error=False, watch=watch)
+            finally:
+                watch.end()
         self._records[channel] = records
         failures = failures_of(records)
         for callback, exc in failures:
@@ -464,7 +467,8 @@ class Bus:
             self._state = state
             self._generation += 1
             self._history.append((self._generation, state))
-            self._state_changed.notify_all()
+            if self._waiters:  # notify_all costs a microsecond even with nobody waiting
+                self._state_changed.notify_all()
         try:
             self.publish("state", state)
         except ChannelFailures as failures:
@@ -495,7 +499,11 @@ class Bus:
                     gen > since and state in wanted for gen, state in self._history
                 )
 
-            return self._state_changed.wait_for(reached, timeout)
+            self._waiters += 1
+            try:
+                return self._state_changed.wait_for(reached, timeout)
+            finally:
+                self._waiters -= 1
 
     # -- requests: safe from signal handlers --------------------------------
 
