@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -11,6 +11,10 @@ import pytest
 
 from sitebus._options import Options
 from sitebus.errors import ConfigError
+from sitebus.plugins.daemon import DaemonOptions
+from sitebus.plugins.pidfile import PidfileOptions
+from sitebus.plugins.privileges import PrivilegesOptions
+from sitebus.plugins.tasks import TasksOptions
 
 
 class Pool(Options):
@@ -139,3 +143,24 @@ def test_the_plugins_options_refuse_a_string_for_a_tuple_at_construction() -> No
 
     with pytest.raises(ConfigError, match=r"SocketsOptions\.binds: expected tuple"):
         SocketsOptions(binds="127.0.0.1:8080")  # type: ignore[arg-type]  # wrong on purpose
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DaemonOptions(umask=0o7777), r"DaemonOptions\.umask: 0o7777 is out of range"),
+        (lambda: DaemonOptions(report_timeout=-1.0), r"DaemonOptions\.report_timeout: -1\.0"),
+        (lambda: DaemonOptions(report_timeout=1e10), r"report_timeout: 10000000000\.0 is out"),
+        (lambda: PidfileOptions(path="p", mode=0o4755), r"PidfileOptions\.mode: 0o4755 is out"),
+        (lambda: PrivilegesOptions(umask=-1), r"PrivilegesOptions\.umask: -0o1 is out of range"),
+        (lambda: PrivilegesOptions(user=-1), r"PrivilegesOptions\.user: -1 is out of range"),
+        (lambda: PrivilegesOptions(group=""), r"PrivilegesOptions\.group: expected a name or"),
+        (lambda: TasksOptions(join_timeout=float("nan")), r"TasksOptions\.join_timeout: nan"),
+    ],
+)
+def test_plugin_options_refuse_values_out_of_range_when_made(
+    make: Callable[[], object], message: str
+) -> None:
+    """A negative timeout or setuid bits fail at construction, naming the option."""
+    with pytest.raises(ConfigError, match=message):
+        make()

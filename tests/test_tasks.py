@@ -341,5 +341,5 @@ def test_bad_interval_or_delay_is_a_clear_error(
 
 
 def test_bad_join_timeout_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match=r"join_timeout -1 is not a number of seconds >= 0"):
+    with pytest.raises(ConfigError, match=r"TasksOptions.join_timeout: -1 is out of range"):
         TasksOptions(join_timeout=-1)

@@ -28,9 +28,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["Options"]
+__all__ = ["MAX_SECONDS", "Options", "check_range"]
 
 _REQUIRED: Any = object()  # the default of a field that has none
+
+MAX_SECONDS = 10**8
+"""The longest timeout any option takes (three years): more would overflow the
+operating system's timestamps when added to the clock, and no wait that long
+is meant."""
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True)
@@ -148,6 +153,19 @@ class Options:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in self._values().items())
         return f"{type(self).__qualname__}({shown})"
+
+
+def check_range(options: Options, name: str, low: float, high: float, expected: str) -> None:
+    """Raise ``ConfigError`` naming the field unless ``low <= value <= high`` (None passes).
+
+    For what a type cannot say: a timeout of zero seconds or more
+    (``0, MAX_SECONDS, "seconds from 0 to 1e8"``), permission bits
+    (``0, 0o777, "permission bits 0 to 777 (octal)"``). NaN is out of any range.
+    """
+    value = getattr(options, name)
+    if value is not None and not low <= value <= high:
+        shown = oct(value) if "octal" in expected and isinstance(value, int) else repr(value)
+        raise ConfigError(f"{type(options).__name__}.{name}: {shown} is out of range: {expected}")
 
 
 def _tuples_for_lists(value: object, hint: Any) -> object:

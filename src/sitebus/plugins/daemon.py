@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, NoReturn
 
-from .._options import Options
+from .._options import MAX_SECONDS, Options, check_range
 from ..bus import State
 from ..errors import ProcessError
 from ..plugin import Plugin, StartOrder, priority
@@ -54,6 +54,10 @@ class DaemonOptions(Options):
     stdout: str | os.PathLike[str] | None = None
     stderr: str | os.PathLike[str] | None = None
     report_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        check_range(self, "umask", 0, 0o777, "permission bits 0 to 777 (octal)")
+        check_range(self, "report_timeout", 0, MAX_SECONDS, "seconds from 0 to 1e8")
 
 
 class Daemon(Plugin):

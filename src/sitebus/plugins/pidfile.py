@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._options import Options
+from .._options import Options, check_range
 from ..errors import AlreadyRunningError, ProcessError
 from ..plugin import Plugin, StartOrder, priority
 
@@ -52,6 +52,9 @@ class PidfileOptions(Options):
 
     path: str | os.PathLike[str]
     mode: int = 0o644
+
+    def __post_init__(self) -> None:
+        check_range(self, "mode", 0, 0o777, "permission bits 0 to 777 (octal)")
 
 
 def read_running_pid(path: str | os.PathLike[str]) -> int | None:

@@ -18,7 +18,7 @@ import os
 import pwd
 from typing import TYPE_CHECKING, NamedTuple
 
-from .._options import Options
+from .._options import Options, check_range
 from ..errors import ChannelFailures, ConfigError, ProcessError
 from ..plugin import Plugin, StartOrder, priority
 
@@ -56,6 +56,15 @@ class PrivilegesOptions(Options):
     group: str | int | None = None
     umask: int | None = None
     supplementary_groups: bool = True
+
+    def __post_init__(self) -> None:
+        check_range(self, "umask", 0, 0o777, "permission bits 0 to 777 (octal)")
+        for name in ("user", "group"):
+            value = getattr(self, name)
+            if isinstance(value, int):
+                check_range(self, name, 0, 2**32 - 2, "an id from 0 to 4294967294")
+            elif value == "":
+                raise ConfigError(f"PrivilegesOptions.{name}: expected a name or a number, got ''")
 
 
 class Privileges(Plugin):

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._options import Options
+from .._options import MAX_SECONDS, Options, check_range
 from ..bus import State
 from ..errors import ConfigError, describe
 from ..plugin import Plugin, StartOrder, priority
@@ -92,8 +92,7 @@ class TasksOptions(Options):
     clock: Clock = SYSTEM_CLOCK
 
     def __post_init__(self) -> None:
-        if not (self.join_timeout >= 0 and math.isfinite(self.join_timeout)):
-            raise ConfigError(f"join_timeout {self.join_timeout!r} is not a number of seconds >= 0")
+        check_range(self, "join_timeout", 0, MAX_SECONDS, "seconds from 0 to 1e8")
 
 
 class Task:
