@@ -23,7 +23,7 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   command must log ``Bus started``, answer on every address it serves, and
   exit 0 on SIGTERM. ``pip install`` and ``make`` are not run (they would
   reinstall from the network, or run this suite inside itself): a ``pip
-  install`` must name this project and extras that pyproject.toml defines, a
+  install`` must name this project (or ``.``, a checkout) and extras that pyproject.toml defines, a
   ``make`` a target that the Makefile defines. Any other command fails.
 - ``text``: sample output or a diagram, shown and not run.
 
@@ -208,7 +208,7 @@ def _check_pip_install(words: list[str]) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for requirement in words[2:]:
         name, _, extras = requirement.partition("[")
-        assert name == project["name"], f"{requirement!r} does not install {project['name']}"
+        assert name in (".", project["name"]), f"{requirement!r} does not install this project"
         for extra in filter(None, extras.rstrip("]").split(",")):
             assert extra in project["optional-dependencies"], f"no extra {extra!r}"
 
