@@ -9,9 +9,10 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   thread, signal handler or descriptor left behind: ``process_left_as_found``).
   A block that calls ``block()`` is a whole program instead: it runs as a
   script in a child process (with stdlib logging set to INFO on stderr, so
-  that the test sees the bus's lines); once its bus logged ``Bus started``, each
-  ``... serving on http://...`` address it logged must answer a request, and
-  then Ctrl-C (SIGINT) must end it with status 0.
+  that the test sees the bus's lines); once its bus logged ``Bus started``,
+  each ``... serving on http://...`` address it logged must answer a request,
+  and then Ctrl-C (SIGINT) must end it with status 0. A block that names a
+  fixed port fails: examples bind port 0, since a fixed port may be taken.
 - ``toml``: parsed with tomllib. A block whose first line is ``# file: NAME``
   is also written to the file's working directory under that name, for the
   python blocks after it.
@@ -22,9 +23,12 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   which port was given) and every Unix socket moved into that directory; the
   command must log ``Bus started``, answer on every address it serves, and
   exit 0 on SIGTERM. ``pip install`` and ``make`` are not run (they would
-  reinstall from the network, or run this suite inside itself): a ``pip
-  install`` must name this project (or ``.``, a checkout) and extras that pyproject.toml defines, a
-  ``make`` a target that the Makefile defines. Any other command fails.
+  install from the network, or run this suite inside itself): a ``pip
+  install`` must name this project (or ``.``, a checkout) and extras that
+  pyproject.toml defines, a ``make`` a target that the Makefile defines. Any
+  other command fails.
+- ``console``: a terminal session; its ``$ `` lines are checked as ``sh``
+  lines are, the other lines are output and not checked.
 - ``text``: sample output or a diagram, shown and not run.
 
 A block that cannot run here is preceded by ``<!-- skip: next "the reason" -->``
@@ -58,13 +62,13 @@ from sybil.parsers.markdown import CodeBlockParser, SkipParser
 ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SAMPLE_SITE = Path(__file__).parent / "docs_site"
-LANGUAGES = ("python", "toml", "json", "sh", "text")
+LANGUAGES = ("python", "toml", "json", "sh", "console", "text")
 WAIT = 30.0  # generous bound for a program to start or stop
 
 
-def _lines(source: str) -> Iterator[str]:
+def _lines(lines: list[str]) -> Iterator[str]:
     """The commands of a shell block: one per line, comments dropped."""
-    for line in source.splitlines():
+    for line in lines:
         words = shlex.split(line, comments=True)
         if words:
             yield shlex.join(words)
@@ -76,6 +80,8 @@ _run_in_namespace = PythonEvaluator()
 
 
 def evaluate_python(example: Example) -> None:
+    fixed = re.findall(r"[\"'][\w.\[\]:-]*:(?!0[\"'])\d+[\"']", str(example.parsed))
+    assert not fixed, f"an example binds port 0, not {fixed}: a fixed port may be taken"
     if ".block()" in example.parsed:
         _run_program(example)
     else:
@@ -189,7 +195,11 @@ def evaluate_text(example: Example) -> None:
 
 
 def evaluate_sh(example: Example) -> None:
-    for command in _lines(str(example.parsed)):
+    _check_commands(str(example.parsed).splitlines())
+
+
+def _check_commands(lines: list[str]) -> None:
+    for command in _lines(lines):
         words = shlex.split(command)
         if words[:1] == ["pip"]:
             _check_pip_install(words)
@@ -201,6 +211,12 @@ def evaluate_sh(example: Example) -> None:
             _serve([sys.executable, *words[1:]])
         else:
             raise AssertionError(f"no way to check this command here: {command!r}")
+
+
+def evaluate_console(example: Example) -> None:
+    """A terminal session: the ``$ `` lines are commands, checked as in ``sh``; the rest output."""
+    commands = [line[2:] for line in str(example.parsed).splitlines() if line.startswith("$ ")]
+    _check_commands(commands)
 
 
 def _check_pip_install(words: list[str]) -> None:
@@ -263,6 +279,7 @@ PARSERS = [
     CodeBlockParser("toml", evaluate_toml),
     CodeBlockParser("json", evaluate_json),
     CodeBlockParser("sh", evaluate_sh),
+    CodeBlockParser("console", evaluate_console),
     CodeBlockParser("text", evaluate_text),
 ]
 
