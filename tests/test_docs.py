@@ -21,12 +21,12 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   sitebus serve ...`` run for real, in a copy of ``tests/docs_site`` (the
   sample package ``myapp``), with every TCP port replaced by 0 (the log says
   which port was given) and every Unix socket moved into that directory; the
-  command must log ``Bus started``, answer on every address it serves, and
-  exit 0 on SIGTERM. ``pip install`` and ``make`` are not run (they would
-  install from the network, or run this suite inside itself): a ``pip
-  install`` must name this project (or ``.``, a checkout) and extras that
-  pyproject.toml defines, a ``make`` a target that the Makefile defines. Any
-  other command fails.
+  command must log ``Bus started``, answer on every address it serves (Unix
+  sockets too), and exit 0 on SIGTERM. ``pip install`` and ``make`` are not
+  run (they would install from the network, or run this suite inside
+  itself): a ``pip install`` must name this project (or ``.``, a checkout)
+  and extras that pyproject.toml defines, a ``make`` a target that the
+  Makefile defines. Any other command fails.
 - ``console``: a terminal session; its ``$ `` lines are checked as ``sh``
   lines are, the other lines are output and not checked.
 - ``text``: sample output or a diagram, shown and not run.
@@ -122,11 +122,18 @@ class _Program:
         return "\n".join(self.lines) + self._buffer.decode(errors="replace")
 
     def answer_on_every_address(self) -> None:
-        """GET / on each ``serving on http://...`` address the log named."""
-        urls = [m.group(0) for line in self.lines for m in re.finditer(r"http://\S+", line)]
-        for url in urls:
+        """GET / on each ``serving on http://...`` or ``http+unix://...`` address logged."""
+        log = "\n".join(self.lines)
+        for url in re.findall(r"http://\S+", log):
             with urllib.request.urlopen(url, timeout=WAIT) as response:
                 assert response.status == 200, f"{url}: {response.status}\n{self.output()}"
+        for path in re.findall(r"http\+unix://(\S+)", log):
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(WAIT)
+                client.connect(path)
+                client.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                status_line = client.makefile("rb").readline()
+            assert status_line.split()[1:2] == [b"200"], f"{path}: {status_line!r}"
 
     def stop(self, signum: int) -> int:
         """Send ``signum``; return the exit status, with the rest of the output read."""
