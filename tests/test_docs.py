@@ -50,6 +50,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import unittest
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +333,36 @@ def test_every_block_has_a_known_language(path: Path) -> None:
             unknown.append(f"line {number}: {match.group(2).strip() or '(no tag)'}")
         inside = not inside
     assert not unknown, f"blocks with a tag other than {LANGUAGES}: {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("block", "error"),
+    [
+        ("```python\nundefined_name\n```", NameError),
+        ('```python\nbinds = ("127.0.0.1:8080",)\n```', AssertionError),
+        ("```toml\n[table\n```", tomllib.TOMLDecodeError),
+        ("```sh\nmake no-such-target\n```", AssertionError),
+        ("```sh\npip install '.[no-such-extra]'\n```", AssertionError),
+        ("```sh\nrm -rf build\n```", AssertionError),
+        ("```console\n$ sitebus serve no_such_module:app\n```", AssertionError),
+    ],
+)
+def test_a_broken_example_fails(
+    block: str, error: type[Exception], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks above really check: each of these blocks fails its test."""
+    page = tmp_path / "page.md"
+    page.write_text(f"A page.\n\n{block}\n")
+    monkeypatch.chdir(tmp_path)
+    (example,) = _parse(page)
+    with pytest.raises(error):
+        example.evaluate()
+
+
+def test_a_skipped_example_says_why(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text('<!-- skip: next "needs root" -->\n```python\nraise SystemExit(1)\n```\n')
+    skip, example = _parse(page)
+    skip.evaluate()
+    with pytest.raises(unittest.SkipTest, match="needs root"):
+        example.evaluate()
