@@ -2,9 +2,10 @@
 
 Run it with ``make demo`` (or ``python examples/persistence.py --port 8080``)
 and open the printed address: every request is counted in a real sqlite3
-database. Ctrl-C or SIGTERM stops the site: the server stops first (priority
-75), then the database closes (priority 20), because teardown runs in the
-reverse order of start.
+database. Ctrl-C or SIGTERM stops the site: the server stops first (it
+started last, at ``StartOrder.SERVERS``), then the database closes (it opened
+first, at ``StartOrder.PIDFILE``, as on CherryPy's bus page), because teardown
+runs in the reverse order of start.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sitebus import Bus, Plugin, StartError, priority
+from sitebus import Bus, Plugin, StartError, StartOrder, priority
 
 
 class Database(Plugin):
@@ -32,7 +33,7 @@ class Database(Plugin):
         # (check_same_thread=False) and every use is serialised by this lock.
         self._lock = threading.Lock()
 
-    @priority(20)
+    @priority(StartOrder.PIDFILE)
     def start(self) -> None:
         connection = sqlite3.connect(self.path, check_same_thread=False)
         connection.execute("CREATE TABLE IF NOT EXISTS visits (path TEXT NOT NULL)")
@@ -40,7 +41,7 @@ class Database(Plugin):
         self._connection = connection
         self.bus.log(f"Database open: {self.path}")
 
-    @priority(20)
+    @priority(StartOrder.PIDFILE)
     def stop(self) -> None:
         """Safe to call when start never ran: there is nothing to close then."""
         with self._lock:
@@ -79,7 +80,7 @@ class WebServer(Plugin):
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/"
 
-    @priority(75)
+    @priority(StartOrder.SERVERS)
     def start(self) -> None:
         database = self.database
 
@@ -102,7 +103,7 @@ class WebServer(Plugin):
         self._thread.start()
         self.bus.log(f"Serving on {self.url}")
 
-    @priority(75)
+    @priority(StartOrder.SERVERS)
     def stop(self) -> None:
         if self._server is None or self._thread is None:
             return

@@ -9,7 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ Spawn = Callable[..., Child]
 SCRIPT = "tests/children/process_site.py"
 NOBODY = pwd.getpwnam("nobody")
 SRC = Path(__file__).parent.parent / "src"
+CHILDREN = Path(__file__).parent / "children"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
@@ -81,17 +83,61 @@ def _python_nobody_can_run() -> str | None:
     return None
 
 
+@pytest.fixture
+def tree_nobody_can_read() -> Iterator[Path]:
+    """A copy of ``src/sitebus`` and ``tests/children`` that user nobody can read.
+
+    A process that dropped to nobody and then re-executes must open its
+    script and import sitebus again as nobody, from a directory it may enter.
+    The checkout may sit where nobody cannot (a private 0700 temporary
+    directory, /root), so the test runs from this copy: world-readable files
+    in a fresh directory under the system's temporary directory.
+    """
+    tree = Path(tempfile.mkdtemp(prefix="sitebus-as-nobody-"))
+    try:
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(SRC / "sitebus", tree / "src" / "sitebus", ignore=ignore)
+        shutil.copytree(CHILDREN, tree / "children", ignore=ignore)
+        for path in [tree, *tree.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield tree
+    finally:
+        shutil.rmtree(tree)
+
+
+def _unreadable_by_nobody(python: str, tree: Path) -> str | None:
+    """Why user nobody cannot run the copy's child from ``tree``, or None if it can."""
+    probe = subprocess.run(
+        [python, "-c", "import report, sitebus, process_site"],
+        user="nobody",
+        cwd=tree,
+        env={"PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree / 'children'}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return probe.stderr.strip().splitlines()[-1] if probe.returncode else None
+
+
 def test_restart_after_the_drop_does_not_fail(
-    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, tree_nobody_can_read: Path
 ) -> None:
-    """After the re-exec the process already is nobody: the plugin checks and goes on."""
+    """After the re-exec the process already is nobody: the plugin checks and goes on.
+
+    It runs from a copy that nobody can read, wherever the checkout is.
+    """
     python = _python_nobody_can_run()
     if python is None:
         pytest.skip("no interpreter that user nobody may execute for the re-exec")
+    tree = tree_nobody_can_read
+    why = _unreadable_by_nobody(python, tree)
+    if why is not None:
+        pytest.skip(f"user nobody cannot import the copy in {tree}: {why}")
     with monkeypatch.context() as patch:
         patch.setattr(sys, "executable", python)
-        patch.setenv("PYTHONPATH", str(SRC))  # the venv's path file is not read by it
-        child = spawn([SCRIPT, "--user", "nobody", "--restart-once"])
+        patch.setenv("PYTHONPATH", str(tree / "src"))  # the venv's path file is not read by it
+        script = str(tree / "children" / "process_site.py")
+        child = spawn([script, "--user", "nobody", "--restart-once"], cwd=tree)
     child.expect("started 0")
     child.expect("ids")
     child.expect("graceful")
