@@ -8,8 +8,8 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   same file defined. A block must leave the process as it found it (no
   thread, signal handler or descriptor left behind: ``process_left_as_found``).
   A block that calls ``block()`` is a whole program instead: it runs as a
-  script in a child process (with stdlib logging set to INFO on stderr, so
-  that the test sees the bus's lines); once its bus logged ``Bus started``,
+  script in a child process, exactly as a reader would run it (with no
+  logging configured, the bus's lines show on stderr); once its bus logged ``Bus started``,
   each ``... serving on http://...`` address it logged must answer a request,
   and then Ctrl-C (SIGINT) must end it with status 0. A block that names a
   fixed port fails: examples bind port 0, since a fixed port may be taken.
@@ -156,20 +156,10 @@ class _Program:
         self.process.stderr.close()
 
 
-# Runs the script given as argument as ``python script`` would, with the log
-# configured first, so that the test sees the bus's lines on stderr.
-_WITH_LOG = """
-import logging, runpy, sys
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-del sys.argv[0]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def _run_program(example: Example) -> None:
     script = Path(f"example_line_{example.line}.py")
     script.write_text(str(example.parsed))
-    program = _Program([sys.executable, "-u", "-c", _WITH_LOG, str(script)], Path.cwd())
+    program = _Program([sys.executable, "-u", str(script)], Path.cwd())
     try:
         program.wait_for("Bus started")
         program.answer_on_every_address()
