@@ -122,6 +122,27 @@ def test_globs_keep_single_stars_within_one_directory(tmp_path: Path) -> None:
     assert flat.base() == deep.base() == str(tmp_path / "templates")
 
 
+def test_recursive_glob_follows_links_but_never_back_into_a_walked_directory(
+    tmp_path: Path,
+) -> None:
+    """Two links back up the tree would make glob's ``**`` walk 2**40 paths: walked once here."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    for name in ("a", "b"):
+        (site / "pages" / name).mkdir(parents=True)
+        (site / "pages" / name / "loop").symlink_to("..")
+    elsewhere.mkdir()
+    (elsewhere / "shared.html").write_text("shared")
+    (site / "linked").symlink_to(elsewhere)  # a folder kept outside: followed
+    (site / "pages" / "a" / "page.html").write_text("page")
+    pattern = Pattern(site / "**" / "*.html")
+    walked = (site, site / "pages", site / "pages" / "a", site / "pages" / "b", site / "linked")
+    assert pattern.directories() == sorted(map(str, walked))
+    assert sorted(pattern.existing_files()) == [
+        str(site / "linked" / "shared.html"),
+        str(site / "pages" / "a" / "page.html"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "ignored"),
     [

@@ -45,7 +45,7 @@ def main() -> int:
     bus.subscribe(
         "log",
         lambda message, level, exc: (
-            message.startswith("Autoreload")
+            message.startswith(("Autoreload", "Listener"))  # "Listener x failed on 'stop'"
             and not message.startswith("Autoreload: watching")  # "watching" is reported apart
             and report(f"log {message}")
         ),
