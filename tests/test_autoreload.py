@@ -267,6 +267,30 @@ def test_disabled_plugin_watches_nothing(bus: Bus, running: list[Autoreload]) ->
     assert not plugin.wait_ready(0)
 
 
+def test_the_stop_leaves_a_stuck_watcher_thread_behind_and_names_it(
+    bus: Bus, recorder: Recorder, running: list[Autoreload]
+) -> None:
+    """The stop waits for the watcher thread within its own bound, not the bus's."""
+    release = threading.Event()
+
+    class Deaf(PollingWatcher):
+        """Its wait() ignores interrupt(), like a thread stuck in a hung file system."""
+
+        name = "deaf"
+
+        def wait(self, timeout: float | None) -> set[str]:
+            release.wait(WAIT)
+            return set()
+
+    start(bus, running, Autoreload(bus, watcher_factory=Deaf))
+    try:
+        bus.stop()
+        assert "'sitebus-autoreload' has not ended" in recorder.wait_log("has not ended")
+        assert not [line for line in recorder.logs if "failed on 'stop'" in line]
+    finally:
+        release.set()
+
+
 def test_stop_without_start_is_harmless(bus: Bus) -> None:
     Autoreload(bus).stop()
 
