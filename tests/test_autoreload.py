@@ -12,15 +12,22 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from sitebus import Bus, StartError
+from sitebus import Bus
 from sitebus.errors import ConfigError
 from sitebus.plugins._sources import Pattern, is_ignored, module_files
-from sitebus.plugins._watchers import PollingWatcher, WatcherUnavailable, WatchLimitReached
+from sitebus.plugins._watchers import (
+    BACKENDS,
+    PollingWatcher,
+    WatcherUnavailable,
+    WatchLimitReached,
+    choose_backend,
+    why_unavailable,
+)
 from sitebus.plugins.autoreload import DEFAULT_IGNORE, Autoreload, AutoreloadOptions
 
 WAIT = 30.0
@@ -247,15 +254,60 @@ def test_no_file_events_at_all_falls_back_to_polling(
     assert any("Too many open files" in line for line in recorder.logs)
 
 
-def test_missing_watchfiles_names_the_extra(
-    bus: Bus, running: list[Autoreload], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_watchfiles_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "watchfiles._rust_notify", None)
-    plugin = Autoreload(bus, AutoreloadOptions(backend="watchfiles"))
-    plugin.subscribe()
-    running.append(plugin)
-    with pytest.raises(StartError, match=r"pip install 'sitebus\[reload\]'"):
-        bus.start()
+    assert "pip install 'sitebus[reload]'" in why_unavailable("watchfiles")
+
+
+def test_the_real_checks_accept_every_backend_on_this_linux_machine() -> None:
+    """The test extra installs both event backends: nothing here needs a fallback."""
+    assert [why_unavailable(name) for name in BACKENDS] == ["", "", ""]
+    assert choose_backend("auto") == ("inotify", "")
+
+
+def missing(*names: str) -> Callable[[str], str]:
+    """An availability check for a machine without the ``names`` backends."""
+    return lambda backend: f"no {backend} here" if backend in names else ""
+
+
+@pytest.mark.parametrize(
+    ("absent", "chosen", "why"),
+    [
+        ((), "inotify", ""),
+        (("inotify",), "watchfiles", ""),
+        (("watchfiles",), "inotify", ""),
+        (("inotify", "watchfiles"), "poll", "no inotify here; no watchfiles here"),
+    ],
+)
+def test_auto_takes_the_best_backend_available_and_always_one(
+    absent: tuple[str, ...], chosen: str, why: str
+) -> None:
+    assert choose_backend("auto", missing(*absent)) == (chosen, why)
+
+
+@pytest.mark.parametrize("backend", ["inotify", "watchfiles"])
+def test_an_explicit_backend_that_cannot_be_used_is_refused_when_the_plugin_is_made(
+    bus: Bus, backend: str
+) -> None:
+    options = AutoreloadOptions(backend=backend)
+    with pytest.raises(ConfigError, match=f'backend "{backend}" cannot be used here: no {backend}'):
+        Autoreload(bus, options, why_unavailable=missing("inotify", "watchfiles"))
+    assert choose_backend("poll", missing("inotify", "watchfiles")) == ("poll", "")
+
+
+def test_auto_without_file_events_polls_says_why_and_sees_edits(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("one")
+    options = AutoreloadOptions(paths=(str(page),), poll_interval=0.05)
+    absent = missing("inotify", "watchfiles")
+    plugin = start(bus, running, Autoreload(bus, options, why_unavailable=absent))
+    assert plugin.backend == "polling"
+    said = recorder.wait_log("polling every 0.05 s instead")
+    assert "no OS file events: no inotify here; no watchfiles here" in said
+    page.write_text("two")
+    assert recorder.next_reload() == {str(page)}
 
 
 def test_disabled_plugin_watches_nothing(bus: Bus, running: list[Autoreload]) -> None:

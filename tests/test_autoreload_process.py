@@ -70,7 +70,12 @@ def finish_in_time(child: Child) -> None:
 
 @pytest.mark.parametrize(
     ("backend", "name"),
-    [("auto", "inotify"), ("watchfiles", "watchfiles"), ("poll", "polling")],
+    [
+        ("auto", "inotify"),
+        ("inotify", "inotify"),
+        ("watchfiles", "watchfiles"),
+        ("poll", "polling"),
+    ],
 )
 def test_edit_of_a_module_restarts_exactly_once(
     site: Callable[..., Child], tree: Path, backend: str, name: str

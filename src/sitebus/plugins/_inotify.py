@@ -14,23 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import select
-from typing import Any
+
+import inotify_simple  # imported once chosen: see _watchers.choose_backend
 
 from ._watchers import WatcherUnavailable, WatchLimitReached, _Interruptible
 
 __all__ = ["InotifyWatcher"]
 
 _OVERFLOW = "*"  # reported when the kernel queue overflowed: anything may have changed
-
-
-def _binding() -> Any:
-    try:
-        import inotify_simple
-    except ImportError as exc:
-        raise WatcherUnavailable(
-            "OS file events need the inotify_simple package: pip install 'sitebus[reload]'"
-        ) from exc
-    return inotify_simple
 
 
 class InotifyWatcher(_Interruptible):
@@ -45,8 +36,7 @@ class InotifyWatcher(_Interruptible):
     quiet = 0.0
 
     def __init__(self) -> None:
-        binding = _binding()
-        flags = binding.flags
+        flags = inotify_simple.flags
         # Everything that can change what a path holds; the plugin compares contents.
         self._mask = (
             flags.MODIFY
@@ -62,7 +52,7 @@ class InotifyWatcher(_Interruptible):
         )
         self._overflow, self._ignored = flags.Q_OVERFLOW, flags.IGNORED
         try:
-            self._inotify = binding.INotify(nonblocking=True)
+            self._inotify = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:  # EMFILE: the per-user limit of inotify instances
             raise WatcherUnavailable(f"inotify_init1 failed: {exc.strerror}") from exc
         super().__init__()

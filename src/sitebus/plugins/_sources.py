@@ -11,17 +11,21 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import importlib.abc
 import importlib.util
 import os
 import re
 import site
 import sys
 import sysconfig
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 __all__ = [
+    "DEFAULT_IGNORE",
+    "ImportNotifier",
     "Pattern",
     "installed_roots",
     "is_ignored",
@@ -29,6 +33,23 @@ __all__ = [
     "stdlib_roots",
     "walk_dirs",
 ]
+
+DEFAULT_IGNORE = (
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".git",
+    ".hg",
+    ".svn",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",  # vim's probe file when it checks that a directory is writable
+    ".DS_Store",
+)
 
 
 def _real_dirs(paths: Iterable[str | None]) -> tuple[str, ...]:
@@ -216,16 +237,22 @@ def _translate(pattern: str) -> str:
     return "".join(out)
 
 
-def nearest_existing_dir(path: str) -> str:
-    """``path`` itself if it is a directory, else its nearest existing ancestor."""
-    while not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
-
-
 def current_modules() -> dict[str, ModuleType]:
     """A snapshot of ``sys.modules`` (one C-level copy: safe while others import)."""
     return sys.modules.copy()
+
+
+class ImportNotifier(importlib.abc.MetaPathFinder):
+    """Finds nothing; at the head of ``sys.meta_path`` it tells of each import as it begins."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        self._notify()
+        return None

@@ -26,35 +26,34 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.abc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from importlib.machinery import ModuleSpec
-from types import ModuleType
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ChannelFailures, StateError, describe
+from .._options import Options
+from ..errors import ChannelFailures, ConfigError, StateError, describe
 from ..plugin import Plugin, StartOrder, priority
 from ._changes import compile_error, digest, invalidate_bytecode, modified_since, names
-from ._reload_options import DEFAULT_IGNORE, AutoreloadOptions
 from ._sources import (
+    DEFAULT_IGNORE,
+    ImportNotifier,
     Pattern,
     current_modules,
     is_ignored,
     module_files,
-    nearest_existing_dir,
 )
 from ._watchers import (
-    PollingWatcher,
+    BACKENDS,
+    FallbackWatcher,
     Watcher,
     WatcherFactory,
-    WatcherUnavailable,
-    WatchLimitReached,
-    default_watcher,
+    choose_backend,
+    open_watcher,
+    why_unavailable,
 )
 
 if TYPE_CHECKING:
@@ -64,36 +63,66 @@ __all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "Watc
 
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
-_OVERFLOW = "*"
 _STOP_TIMEOUT = 2.0  # seconds the stop waits for the watcher thread to end
+_OVERFLOW = "*"
 # Carries, across the re-exec, the moment the old process last read the files.
 _SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
 # File timestamps come from a coarse clock that lags the precise one by a few ms.
 _MTIME_SLACK_NS = 20_000_000
 
 
-class _ImportNotifier(importlib.abc.MetaPathFinder):
-    """Finds nothing; it only tells the watcher that a module is being imported."""
+class AutoreloadOptions(Options):
+    """How the autoreload plugin watches; checked when made.
 
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
+    ``paths`` are extra files or globs (``templates/**/*.html``), relative to
+    the working directory when the plugin is made. ``ignore`` patterns match
+    any component of a path. ``debounce`` is the quiet period, in seconds,
+    that ends a burst of changes. ``backend`` is "auto" (the best available:
+    inotify, watchfiles, polling), "inotify", "watchfiles" or "poll";
+    ``poll_interval`` is the period of polling. ``AutoreloadOptions(**table)``
+    takes a TOML table as is.
+    """
 
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> ModuleSpec | None:
-        self._notify()
-        return None
+    enabled: bool = True
+    paths: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    include_third_party: bool = False
+    debounce: float = 0.05
+    config_file: str | None = None
+    backend: str = "auto"
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", *BACKENDS):
+            raise ConfigError(
+                f"autoreload backend {self.backend!r} is unknown; expected one of"
+                f" {('auto', *BACKENDS)}"
+            )
+        if not self.debounce >= 0:
+            raise ConfigError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
+        if not self.poll_interval > 0:
+            raise ConfigError(
+                f"poll_interval {self.poll_interval!r} must be a number of seconds > 0"
+            )
+        for name in ("paths", "ignore"):
+            value: object = getattr(self, name)
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                raise ConfigError(f"{name} {value!r} must be a sequence of strings, not one string")
+            items = tuple(os.fspath(i) if isinstance(i, os.PathLike) else i for i in value)
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{name} {value!r} must be a sequence of strings")
+            # Lists from a TOML table become tuples: the options stay immutable.
+            object.__setattr__(self, name, items)
 
 
 class Autoreload(Plugin):
     """Restart the site when its code, config or registered files change.
 
-    Starts at ``StartOrder.AUTORELOAD``: it watches only once everything else has started. A
-    stop listener that is safe to call when start never ran. ``watcher_factory``
-    is the seam to the OS; by default it follows ``options.backend``.
+    Starts at ``StartOrder.AUTORELOAD``: it watches only once everything else
+    has started. A stop listener that is safe to call when start never ran.
+    The backend is chosen when the plugin is made (``_watchers.choose_backend``);
+    the seams to the OS are ``watcher_factory``, which replaces that choice,
+    and ``why_unavailable``, which tells the choice what this machine offers.
     """
 
     channels: ClassVar[tuple[str, ...]] = ("autoreload.watch",)
@@ -104,12 +133,15 @@ class Autoreload(Plugin):
         options: AutoreloadOptions | None = None,
         *,
         watcher_factory: WatcherFactory | None = None,
+        why_unavailable: Callable[[str], str] = why_unavailable,
     ) -> None:
         super().__init__(bus)
         self.options = options = options or AutoreloadOptions()
-        self._factory = watcher_factory or functools.partial(
-            default_watcher, options.backend, options.poll_interval
-        )
+        self._why_polling = ""  # why "auto" fell back to polling, if it did
+        if watcher_factory is None:
+            backend, self._why_polling = choose_backend(options.backend, why_unavailable)
+            watcher_factory = functools.partial(open_watcher, backend, options.poll_interval)
+        self._factory = watcher_factory
         self._lock = threading.Lock()
         self._registered: list[Pattern] = [Pattern(p) for p in options.paths]
         if options.config_file:
@@ -117,8 +149,8 @@ class Autoreload(Plugin):
         # Registered while running, each with the contents it had when registered.
         self._arrivals: list[tuple[Pattern, dict[str, bytes | None]]] = []
         self._thread: threading.Thread | None = None
-        self._watcher: Watcher | None = None
-        self._finder: _ImportNotifier | None = None
+        self._watcher: FallbackWatcher | None = None
+        self._finder: ImportNotifier | None = None
         self._ready = threading.Event()
         self._taken_in = threading.Condition(threading.Lock())  # notified as files are added
         self._stopping = threading.Event()
@@ -146,8 +178,10 @@ class Autoreload(Plugin):
             self._thread = None
         self._stopping.clear()
         self._ready.clear()
-        self._watcher = self._open_watcher()
-        self._finder = _ImportNotifier(self._import_started)
+        self._watcher = FallbackWatcher(
+            self._factory, self.options.poll_interval, self._say_polling, self._why_polling
+        )
+        self._finder = ImportNotifier(self._import_started)
         sys.meta_path.insert(0, self._finder)
         self._thread = threading.Thread(target=self._run, name="sitebus-autoreload", daemon=True)
         self._thread.start()
@@ -162,7 +196,7 @@ class Autoreload(Plugin):
         thread = self._thread
         if thread is None:
             return
-        self._stopping.set()  # before reading _watcher: see _fall_back
+        self._stopping.set()  # before the interrupt: the thread checks it before each wait
         if self._finder is not None:
             with contextlib.suppress(ValueError):
                 sys.meta_path.remove(self._finder)
@@ -234,59 +268,24 @@ class Autoreload(Plugin):
         self._import_deadline = time.monotonic() + _IMPORT_WINDOW
         self._interrupt()
 
-    def _open_watcher(self) -> Watcher:
-        try:
-            return self._factory()
-        except WatcherUnavailable as exc:
-            return self._polling(f"file events are unavailable ({exc})")
-
-    def _polling(self, reason: str) -> Watcher:
+    def _say_polling(self, reason: str) -> None:
         if not self._fell_back:
             self._fell_back = True
             self.bus.log(
                 f"Autoreload: {reason}; polling every {self.options.poll_interval:g} s instead",
                 logging.WARNING,
             )
-        return PollingWatcher(self.options.poll_interval)
-
-    def _fall_back(self, reason: str) -> None:
-        """Replace the event watcher with polling, carrying its directories over."""
-        old = self._watcher
-        assert old is not None
-        new = self._polling(reason)
-        for directory in old.directories:
-            new.add(directory)
-        new.commit()
-        self._watcher = new  # stop() sets _stopping before reading this: no lost wake-up
-        old.close()
-
-    def _add_dir(self, directory: str) -> None:
-        watcher = self._watcher
-        assert watcher is not None
-        try:
-            added = watcher.add(directory)
-        except WatchLimitReached as exc:
-            self._fall_back(str(exc))
-            return self._add_dir(directory)
-        if not added:  # does not exist yet: watch the nearest ancestor for its creation
-            ancestor = nearest_existing_dir(directory)
-            if ancestor != directory:
-                self._add_dir(ancestor)
 
     def _run(self) -> None:
+        watcher = self._watcher
+        assert watcher is not None  # set by start() before this thread
         try:
             late = self._prepare()
             self._ready.set()
-            watcher = self._watcher
-            if watcher is not None:
-                self.bus.log(
-                    f"Autoreload: watching {len(self._snapshot)} files with {watcher.name}"
-                )
+            self.bus.log(f"Autoreload: watching {len(self._snapshot)} files with {watcher.name}")
             if late and self._consider(late):
                 return
             while not self._stopping.is_set():
-                watcher = self._watcher
-                assert watcher is not None
                 touched = watcher.wait(self._idle_timeout())
                 if self._stopping.is_set():
                     break
@@ -299,9 +298,7 @@ class Autoreload(Plugin):
             self.bus.log(f"Autoreload stopped watching: {describe(exc)}", logging.ERROR, exc)
         finally:
             self._ready.set()
-            watcher = self._watcher
-            if watcher is not None:
-                watcher.close()
+            watcher.close()  # by its waiter, once done waiting: interrupts after do nothing
 
     def _idle_timeout(self) -> float | None:
         """None (block until an event) unless a module import is under way."""
@@ -364,9 +361,7 @@ class Autoreload(Plugin):
         assert watcher is not None
         before = watcher.directories
         for directory in sorted(self._wanted_dirs - before):
-            self._add_dir(directory)
-        watcher = self._watcher  # polling may have taken over
-        assert watcher is not None
+            watcher.add(directory)
         watcher.commit()
         return set(watcher.directories - before)
 
@@ -448,8 +443,6 @@ class Autoreload(Plugin):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            watcher = self._watcher
-            assert watcher is not None
             touched = watcher.wait(min(quiet, left))
             if not touched:
                 break
