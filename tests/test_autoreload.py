@@ -92,13 +92,23 @@ def start(bus: Bus, running: list[Autoreload], plugin: Autoreload) -> Autoreload
     ("options", "message"),
     [
         ({"backend": "fsevents"}, "backend 'fsevents' is unknown"),
-        ({"debounce": -1}, "debounce -1 must be"),
-        ({"poll_interval": 0}, "poll_interval 0 must be"),
-        ({"paths": "templates/*.html"}, "paths 'templates/\\*.html' must be a sequence"),
-        ({"ignore": [1]}, "ignore \\[1\\] must be a sequence of strings"),
+        ({"debounce": -1}, "debounce -1 must be a number of seconds from 0 to 60"),
+        ({"debounce": "0.1"}, "debounce '0.1' must be a number of seconds"),
+        ({"debounce": 1e10}, "debounce 10000000000.0 must be a number of seconds from 0 to 60"),
+        ({"poll_interval": 0}, "poll_interval 0 must be a number of seconds from 0.01 to 3600"),
+        ({"poll_interval": float("nan")}, "poll_interval nan must be a number"),
+        ({"poll_interval": True}, "poll_interval True must be a number"),
+        ({"paths": "templates/*.html"}, "paths 'templates/\\*.html' must be a sequence of paths"),
+        ({"paths": 5}, "paths 5 must be a sequence of paths or globs"),
+        ({"ignore": [1]}, "ignore \\[1\\] must be a sequence of paths or globs"),
+        ({"enabled": "no"}, "enabled 'no' must be true or false"),
+        ({"include_third_party": 1}, "include_third_party 1 must be true or false"),
+        ({"config_file": 5}, "config_file 5 must be a path"),
     ],
 )
-def test_options_refuse_bad_values_quoting_them(options: dict[str, object], message: str) -> None:
+def test_options_refuse_bad_values_naming_the_option_and_quoting_them(
+    options: dict[str, object], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         AutoreloadOptions(**options)  # type: ignore[arg-type]  # wrong types on purpose
 

@@ -98,21 +98,37 @@ class AutoreloadOptions(Options):
                 f"autoreload backend {self.backend!r} is unknown; expected one of"
                 f" {('auto', *BACKENDS)}"
             )
-        if not self.debounce >= 0:
-            raise ConfigError(f"debounce {self.debounce!r} must be a number of seconds >= 0")
-        if not self.poll_interval > 0:
-            raise ConfigError(
-                f"poll_interval {self.poll_interval!r} must be a number of seconds > 0"
-            )
+        for name in ("enabled", "include_third_party"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"autoreload {name} {getattr(self, name)!r} must be true or false"
+                )
+        # Bounded above too: poll() takes a C int of milliseconds.
+        _check_seconds("debounce", self.debounce, 0, 60)
+        _check_seconds("poll_interval", self.poll_interval, 0.01, 3600)
+        config_file: object = self.config_file
+        if isinstance(config_file, os.PathLike):
+            object.__setattr__(self, "config_file", os.fspath(config_file))
+        elif not isinstance(config_file, str | None):
+            raise ConfigError(f"autoreload config_file {config_file!r} must be a path")
         for name in ("paths", "ignore"):
             value: object = getattr(self, name)
-            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-                raise ConfigError(f"{name} {value!r} must be a sequence of strings, not one string")
-            items = tuple(os.fspath(i) if isinstance(i, os.PathLike) else i for i in value)
-            if not all(isinstance(item, str) for item in items):
-                raise ConfigError(f"{name} {value!r} must be a sequence of strings")
+            items = value if isinstance(value, Iterable) else (value,)
+            items = tuple(os.fspath(i) if isinstance(i, os.PathLike) else i for i in items)
+            if isinstance(value, str | bytes) or not all(isinstance(i, str) for i in items):
+                raise ConfigError(
+                    f"autoreload {name} {value!r} must be a sequence of paths or globs,"
+                    ' such as ["templates/**/*.html"]'
+                )
             # Lists from a TOML table become tuples: the options stay immutable.
             object.__setattr__(self, name, items)
+
+
+def _check_seconds(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(
+            f"autoreload {name} {value!r} must be a number of seconds from {low:g} to {high:g}"
+        )
 
 
 class Autoreload(Plugin):
