@@ -158,6 +158,8 @@ def test_recursive_glob_follows_links_but_never_back_into_a_walked_directory(
         str(site / "linked" / "shared.html"),
         str(site / "pages" / "a" / "page.html"),
     ]
+    later = Pattern(tmp_path / "later" / "**" / "*.html")
+    assert later.directories() == [str(tmp_path / "later")], "its creation is watched"
 
 
 @pytest.mark.parametrize(
@@ -217,6 +219,16 @@ def test_channel_registration_watches_a_file_that_does_not_exist_yet(
     template.write_text("<p>hi</p>")
     assert recorder.next_reload() == {str(template)}
     assert plugin.wait_watching(template, WAIT)
+
+
+def test_a_recursive_glob_over_a_folder_made_later_sees_files_in_it(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    options = AutoreloadOptions(paths=(f"{tmp_path}/views/**/*.html",))
+    start(bus, running, Autoreload(bus, options))
+    (tmp_path / "views" / "admin").mkdir(parents=True)
+    (tmp_path / "views" / "admin" / "index.html").write_text("<p>new</p>")
+    assert recorder.next_reload() == {str(tmp_path / "views" / "admin" / "index.html")}
 
 
 def test_polling_backend_sees_changes(

@@ -160,8 +160,8 @@ class Pattern:
         base = self.base()
         if not self.is_glob:
             return [base]
-        if self.recursive:
-            return sorted(walk_dirs(base))
+        if self.recursive:  # base too, should it not exist yet: its creation is watched
+            return sorted({base, *walk_dirs(base)})
         return sorted({base, *(os.path.dirname(p) for p in glob.glob(self.text))})
 
 
