@@ -1,5 +1,7 @@
 """Which files the autoreload plugin watches: the user's modules, globs, ignore patterns.
 
+Also the import hook that tells the plugin when a module begins to load.
+
 The user's code is every imported module whose file lies outside the standard
 library and the installed-package directories. An editable install of the
 user's own package imports from the project's source tree, so it counts as the

@@ -186,15 +186,15 @@ class FallbackWatcher:
         return self._current.directories
 
     def add(self, directory: str) -> bool:
-        """Watch ``directory``, or else its nearest existing ancestor, for its creation."""
+        """Watch ``directory``, or if it does not exist yet, its nearest existing ancestor."""
         try:
             added = self._current.add(directory)
         except WatchLimitReached as exc:
             self._switch(str(exc))
             return self.add(directory)
         parent = os.path.dirname(directory)
-        if not added and parent != directory:
-            self.add(parent)
+        if not added and parent != directory and not os.path.isdir(directory):
+            self.add(parent)  # which reports the creation
         return added
 
     def _polling(self, reason: str) -> PollingWatcher:
