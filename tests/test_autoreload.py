@@ -209,6 +209,20 @@ def test_edit_of_a_symlinked_file_is_seen(
     assert recorder.next_reload() == {str(link)}
 
 
+def test_a_directory_watched_by_two_paths_reports_under_both(
+    bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
+) -> None:
+    """inotify gives one watch per directory, whatever the path: both paths get its events."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    page = tmp_path / "link" / "page.html"  # a module on a linked sys.path entry, say
+    page.write_text("one")
+    options = AutoreloadOptions(paths=(str(page), f"{tmp_path}/real/*.css"))
+    start(bus, running, Autoreload(bus, options))
+    page.write_text("two")
+    assert recorder.next_reload() == {str(page)}
+
+
 def test_channel_registration_watches_a_file_that_does_not_exist_yet(
     bus: Bus, recorder: Recorder, running: list[Autoreload], tmp_path: Path
 ) -> None:

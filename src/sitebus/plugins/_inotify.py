@@ -57,7 +57,10 @@ class InotifyWatcher(_Interruptible):
             raise WatcherUnavailable(f"inotify_init1 failed: {exc.strerror}") from exc
         super().__init__()
         self._poll.register(self._inotify.fileno(), select.POLLIN)
-        self._dirs: dict[int, str] = {}
+        # The kernel gives one watch per directory, whatever the path it was
+        # added by (a linked sys.path entry and the real path of a glob): its
+        # events are reported under every path that names it.
+        self._dirs: dict[int, set[str]] = {}
         self._wds: dict[str, int] = {}
 
     def add(self, directory: str) -> bool:
@@ -75,7 +78,7 @@ class InotifyWatcher(_Interruptible):
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return False
             raise
-        self._dirs[wd] = directory
+        self._dirs.setdefault(wd, set()).add(directory)
         self._wds[directory] = wd
         return True
 
@@ -91,13 +94,13 @@ class InotifyWatcher(_Interruptible):
             if event.mask & self._overflow:
                 paths.add(_OVERFLOW)
                 continue
-            directory = self._dirs.get(event.wd)
-            if directory is None:
-                continue
+            directories = self._dirs.get(event.wd, ())
             if event.mask & self._ignored:  # the directory is gone: its watch went with it
-                del self._dirs[event.wd]
-                self._wds.pop(directory, None)
-            paths.add(os.path.join(directory, event.name) if event.name else directory)
+                self._dirs.pop(event.wd, None)
+                for directory in directories:
+                    self._wds.pop(directory, None)
+            for directory in directories:
+                paths.add(os.path.join(directory, event.name) if event.name else directory)
         return paths
 
     def close(self) -> None:
