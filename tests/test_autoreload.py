@@ -375,6 +375,8 @@ def test_the_stop_leaves_a_stuck_watcher_thread_behind_and_names_it(
         bus.stop()
         assert "'sitebus-autoreload' has not ended" in recorder.wait_log("has not ended")
         assert not [line for line in recorder.logs if "failed on 'stop'" in line]
+        bus.start()  # one watcher thread at a time
+        recorder.wait_log("not watching: its last thread has not ended")
     finally:
         release.set()
 

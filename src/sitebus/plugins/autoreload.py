@@ -188,10 +188,11 @@ class Autoreload(Plugin):
     def start(self) -> None:
         if not self.options.enabled:
             return
-        if self._thread is not None:
-            if self._thread.is_alive():  # running, or overran its stop: see stop()
-                return
-            self._thread = None
+        if self._thread is not None and self._thread.is_alive():
+            if self._stopping.is_set():  # it overran its stop
+                message = "Autoreload: not watching: its last thread has not ended"
+                self.bus.log(message, logging.WARNING)
+            return
         self._stopping.clear()
         self._ready.clear()
         self._watcher = FallbackWatcher(
