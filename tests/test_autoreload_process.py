@@ -60,9 +60,22 @@ def finish(child: Child) -> None:
     assert child.wait() == 0, child.output()
 
 
+def finish_in_time(child: Child) -> None:
+    """Like ``finish``, and no stop listener overran its bound (the child reports those)."""
+    finish(child)
+    rest = (child._buffer + child._reports.read()).decode()
+    assert "has not ended" not in rest, rest
+    assert "failed on 'stop'" not in rest, rest
+
+
 @pytest.mark.parametrize(
     ("backend", "name"),
-    [("auto", "inotify"), ("watchfiles", "watchfiles"), ("poll", "polling")],
+    [
+        ("auto", "inotify"),
+        ("inotify", "inotify"),
+        ("watchfiles", "watchfiles"),
+        ("poll", "polling"),
+    ],
 )
 def test_edit_of_a_module_restarts_exactly_once(
     site: Callable[..., Child], tree: Path, backend: str, name: str
@@ -209,3 +222,22 @@ def test_edit_during_the_reexec_is_not_lost(site: Callable[..., Child], tree: Pa
     }, seen
     ping(child, 1)
     finish(child)
+
+
+@pytest.mark.parametrize("backend", ["inotify", "watchfiles", "poll"])
+def test_symlink_loops_under_a_recursive_glob_hang_neither_the_watcher_nor_its_stop(
+    site: Callable[..., Child], tree: Path, backend: str
+) -> None:
+    """Links back up the tree (``ln -s .. loop``) are not followed: ready, edit seen, quick stop."""
+    for name in ("a", "b"):
+        (tree / "templates" / name).mkdir()
+        (tree / "templates" / name / "loop").symlink_to("..")
+    page = tree / "templates" / "a" / "page.html"
+    page.write_text("<p>one</p>\n")
+    child = site("--glob", "templates/**/*.html", "--backend", backend)
+    child.expect("watching 0 1")
+    page.write_text("<p>two</p>\n")
+    child.expect("log Autoreload:")
+    child.expect(f"reload {page}")
+    child.expect("watching 1 1")
+    finish_in_time(child)

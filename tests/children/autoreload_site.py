@@ -3,9 +3,10 @@
 It imports ``app`` from the working directory and reports
 ``watching <generation> <app.VALUE> <backend>`` once the watcher is armed, then
 ``reload <path,...>`` for each reload and ``log <message>`` for the plugin's
-log lines. Commands on the hold pipe: ``go`` answers ``pong <generation>
-<state>`` (the site is alive and serving), ``im`` imports the module ``late``
-and reports ``imported <late.VALUE> <watched>`` once it is watched.
+log lines and the bus's word of a failed listener. Commands on the hold pipe:
+``go`` answers ``pong <generation> <state>`` (the site is alive and serving),
+``im`` imports the module ``late`` and reports ``imported <late.VALUE>
+<watched>`` once it is watched.
 
 Options: --glob PATTERN (watch it through the options), --register PATH
 (published on ``autoreload.watch`` after start), --debounce SECONDS,
@@ -45,7 +46,7 @@ def main() -> int:
     bus.subscribe(
         "log",
         lambda message, level, exc: (
-            message.startswith("Autoreload")
+            message.startswith(("Autoreload", "Listener"))  # "Listener x failed on 'stop'"
             and not message.startswith("Autoreload: watching")  # "watching" is reported apart
             and report(f"log {message}")
         ),

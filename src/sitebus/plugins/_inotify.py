@@ -4,10 +4,9 @@ Why not watchfiles here: its ``watch()`` sleeps in steps (50 ms by default)
 and takes the GIL after each one to check for a stop request, so an idle
 process still wakes 20 times a second. inotify_simple is a thin, maintained
 binding of the kernel calls; with it the watcher thread sleeps in ``poll()``
-on the inotify descriptor and a wake-up pipe: no timer, no wake-up while
-nothing changes, and a stop request is one byte written to the pipe. ``poll()``
-rather than ``select()``, because a site with many sockets open may hand out
-descriptor numbers above select's limit of 1024.
+on the inotify descriptor and sitebus's one wake-up pipe (``_wakeup.Wakeup``):
+no timer, no wake-up while nothing changes, and a stop request is one byte
+written to the pipe.
 """
 
 from __future__ import annotations
@@ -15,23 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import select
-from typing import Any
+
+import inotify_simple  # imported once chosen: see _watchers.choose_backend
 
 from ._watchers import WatcherUnavailable, WatchLimitReached, _Interruptible
 
 __all__ = ["InotifyWatcher"]
 
 _OVERFLOW = "*"  # reported when the kernel queue overflowed: anything may have changed
-
-
-def _binding() -> Any:
-    try:
-        import inotify_simple
-    except ImportError as exc:
-        raise WatcherUnavailable(
-            "OS file events need the inotify_simple package: pip install 'sitebus[reload]'"
-        ) from exc
-    return inotify_simple
 
 
 class InotifyWatcher(_Interruptible):
@@ -46,8 +36,7 @@ class InotifyWatcher(_Interruptible):
     quiet = 0.0
 
     def __init__(self) -> None:
-        binding = _binding()
-        flags = binding.flags
+        flags = inotify_simple.flags
         # Everything that can change what a path holds; the plugin compares contents.
         self._mask = (
             flags.MODIFY
@@ -63,12 +52,15 @@ class InotifyWatcher(_Interruptible):
         )
         self._overflow, self._ignored = flags.Q_OVERFLOW, flags.IGNORED
         try:
-            self._inotify = binding.INotify(nonblocking=True)
+            self._inotify = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:  # EMFILE: the per-user limit of inotify instances
             raise WatcherUnavailable(f"inotify_init1 failed: {exc.strerror}") from exc
         super().__init__()
         self._poll.register(self._inotify.fileno(), select.POLLIN)
-        self._dirs: dict[int, str] = {}
+        # The kernel gives one watch per directory, whatever the path it was
+        # added by (a linked sys.path entry and the real path of a glob): its
+        # events are reported under every path that names it.
+        self._dirs: dict[int, set[str]] = {}
         self._wds: dict[str, int] = {}
 
     def add(self, directory: str) -> bool:
@@ -86,7 +78,7 @@ class InotifyWatcher(_Interruptible):
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return False
             raise
-        self._dirs[wd] = directory
+        self._dirs.setdefault(wd, set()).add(directory)
         self._wds[directory] = wd
         return True
 
@@ -102,24 +94,20 @@ class InotifyWatcher(_Interruptible):
             if event.mask & self._overflow:
                 paths.add(_OVERFLOW)
                 continue
-            directory = self._dirs.get(event.wd)
-            if directory is None:
-                continue
+            directories = self._dirs.get(event.wd, ())
             if event.mask & self._ignored:  # the directory is gone: its watch went with it
-                del self._dirs[event.wd]
-                self._wds.pop(directory, None)
-            paths.add(os.path.join(directory, event.name) if event.name else directory)
+                self._dirs.pop(event.wd, None)
+                for directory in directories:
+                    self._wds.pop(directory, None)
+            for directory in directories:
+                paths.add(os.path.join(directory, event.name) if event.name else directory)
         return paths
 
     def close(self) -> None:
-        """Close the inotify descriptor; the wake-up pipe lives until collected.
-
-        Another thread (an import in progress) may still call ``interrupt()``
-        just after this: writing into a closed pipe number could hit a file
-        opened since, so the pipe is closed only when nothing refers to it.
-        """
+        """Close the inotify descriptor and the wake-up pipe."""
         if not self._inotify.closed:
             self._poll.unregister(self._inotify.fileno())
             self._inotify.close()
         self._dirs.clear()
         self._wds.clear()
+        super().close()

@@ -1,5 +1,7 @@
 """Which files the autoreload plugin watches: the user's modules, globs, ignore patterns.
 
+Also the import hook that tells the plugin when a module begins to load.
+
 The user's code is every imported module whose file lies outside the standard
 library and the installed-package directories. An editable install of the
 user's own package imports from the project's source tree, so it counts as the
@@ -11,17 +13,45 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import importlib.abc
 import importlib.util
 import os
 import re
 import site
 import sys
 import sysconfig
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-__all__ = ["Pattern", "installed_roots", "is_ignored", "module_files", "stdlib_roots"]
+__all__ = [
+    "DEFAULT_IGNORE",
+    "ImportNotifier",
+    "Pattern",
+    "installed_roots",
+    "is_ignored",
+    "module_files",
+    "stdlib_roots",
+    "walk_dirs",
+]
+
+DEFAULT_IGNORE = (
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".git",
+    ".hg",
+    ".svn",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",  # vim's probe file when it checks that a directory is writable
+    ".DS_Store",
+)
 
 
 def _real_dirs(paths: Iterable[str | None]) -> tuple[str, ...]:
@@ -118,20 +148,60 @@ class Pattern:
     def existing_files(self) -> list[str]:
         if not self.is_glob:
             return [self.text] if os.path.isfile(self.text) else []
-        return [p for p in glob.glob(self.text, recursive=True) if os.path.isfile(p)]
+        if not self.recursive:  # a fixed depth: glob cannot loop
+            return [p for p in glob.glob(self.text) if os.path.isfile(p)]
+        # Not glob's "**", which follows every link to a directory: see walk_dirs.
+        found = []
+        for directory in walk_dirs(self.base()):
+            with contextlib.suppress(OSError), os.scandir(directory) as entries:
+                found += [e.path for e in entries if self.matches(e.path) and e.is_file()]
+        return found
 
     def directories(self) -> list[str]:
         """Directories to watch so that every (future) match is seen."""
         base = self.base()
         if not self.is_glob:
             return [base]
-        found = {os.path.dirname(p) for p in glob.glob(self.text, recursive=True)}
-        found.add(base)
-        if self.recursive:
-            for root, dirs, _files in os.walk(base):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found.add(root)
-        return sorted(found)
+        if self.recursive:  # base too, should it not exist yet: its creation is watched
+            return sorted({base, *walk_dirs(base)})
+        return sorted({base, *(os.path.dirname(p) for p in glob.glob(self.text))})
+
+
+def walk_dirs(top: str) -> list[str]:
+    """``top`` and every directory below it but hidden ones, each directory once.
+
+    Links to directories are followed (a linked folder of templates belongs to
+    the site), but never into a directory reached already, told apart by
+    device and inode: a link back up the tree (``ln -s .. loop``) would
+    otherwise be walked until the path grows too long, and glob's ``**`` does
+    walk it, in a time that doubles with each such link. Links are followed
+    last, so that a directory reachable both ways is known by its real path.
+    """
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    pending: list[str] = [top]
+    links: list[str] = []
+    while pending or links:
+        directory = pending.pop() if pending else links.pop()
+        try:
+            st = os.stat(directory)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError:  # gone, or not readable: nothing to watch there
+            continue
+        found.append(directory)
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_symlink() and entry.is_dir():
+                    links.append(entry.path)
+    return found
 
 
 def _translate(pattern: str) -> str:
@@ -169,16 +239,22 @@ def _translate(pattern: str) -> str:
     return "".join(out)
 
 
-def nearest_existing_dir(path: str) -> str:
-    """``path`` itself if it is a directory, else its nearest existing ancestor."""
-    while not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
-
-
 def current_modules() -> dict[str, ModuleType]:
     """A snapshot of ``sys.modules`` (one C-level copy: safe while others import)."""
     return sys.modules.copy()
+
+
+class ImportNotifier(importlib.abc.MetaPathFinder):
+    """Finds nothing; at the head of ``sys.meta_path`` it tells of each import as it begins."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        self._notify()
+        return None

@@ -5,18 +5,19 @@ them had events; it never decides what changed. The plugin compares contents,
 so a watcher may report too much but must never miss a path. Three kinds:
 
 - ``InotifyWatcher`` (``_inotify.py``, Linux): blocks on kernel events, no
-  wake-ups while idle. The default on Linux.
+  wake-ups while idle.
 - ``WatchfilesWatcher``: watchfiles' Rust backend (FSEvents, kqueue, Windows);
-  it checks for events every 50 ms, so it is the default only where inotify
-  is missing. Needs the ``sitebus[reload]`` extra.
+  it checks for events every 50 ms, hence second choice.
 - ``PollingWatcher``: stats every entry of the watched directories at an
-  interval; the fallback when OS events are unavailable or the inotify watch
-  limit is reached.
+  interval; it works everywhere.
+
+``choose_backend`` is the one place that picks among them; the plugin also
+turns to polling when the inotify watch limit is reached while it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import os
 import select
 import sys
@@ -24,19 +25,25 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from .._wakeup import Wakeup
 from ..errors import AutoreloadError, ConfigError
 
 if TYPE_CHECKING:
     from watchfiles._rust_notify import RustNotify
 
 __all__ = [
+    "BACKENDS",
+    "EVENT_BACKENDS",
+    "FallbackWatcher",
     "PollingWatcher",
     "WatchLimitReached",
     "Watcher",
     "WatcherFactory",
     "WatcherUnavailable",
     "WatchfilesWatcher",
-    "default_watcher",
+    "choose_backend",
+    "open_watcher",
+    "why_unavailable",
 ]
 
 
@@ -70,54 +77,181 @@ class Watcher(Protocol):
     def wait(self, timeout: float | None) -> set[str]:
         """Block until events, ``interrupt()`` or ``timeout``; return the paths touched."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the watcher; called by the thread that waits, after its last ``wait()``.
+
+        ``interrupt()`` may still come from another thread afterwards: it does nothing.
+        """
 
 
 WatcherFactory = Callable[[], Watcher]
 
 
-def default_watcher(backend: str = "auto", poll_interval: float = 1.0) -> Watcher:
-    """The watcher for ``backend``: "auto", "inotify", "watchfiles" or "poll"."""
-    if backend == "poll":
-        return PollingWatcher(poll_interval)
-    if backend == "watchfiles" or (backend == "auto" and not sys.platform.startswith("linux")):
-        return WatchfilesWatcher()
-    if backend in ("auto", "inotify"):
-        from ._inotify import InotifyWatcher
+EVENT_BACKENDS = ("inotify", "watchfiles")
+"""The backends on OS file events, best first; ``"auto"`` falls back to polling after them."""
+BACKENDS = (*EVENT_BACKENDS, "poll")
+
+_EXTRA = "pip install 'sitebus[reload]'"
+
+
+def why_unavailable(backend: str) -> str:
+    """Why ``backend`` cannot watch files here, or "" if it can; polling always can.
+
+    Tried for real: inotify is Linux's and needs inotify_simple; watchfiles
+    needs its compiled part to import.
+    """
+    if backend == "inotify" and not sys.platform.startswith("linux"):
+        return f"inotify exists only on Linux, not {sys.platform}"
+    module = {"inotify": "inotify_simple", "watchfiles": "watchfiles._rust_notify"}.get(backend)
+    if module is None:
+        return ""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module.split('.')[0]} cannot be imported ({exc}): {_EXTRA}"
+    return ""
+
+
+def choose_backend(
+    backend: str = "auto", why_unavailable: Callable[[str], str] = why_unavailable
+) -> tuple[str, str]:
+    """The backend to watch with, and why ``"auto"`` fell back to polling ("" if it did not).
+
+    The one place that picks: ``"auto"`` takes the first of ``EVENT_BACKENDS``
+    that ``why_unavailable`` accepts, else polling, which works everywhere. A
+    backend named explicitly that cannot be used here is a ``ConfigError``.
+    """
+    if backend != "auto":
+        why = why_unavailable(backend)
+        if why:
+            raise ConfigError(
+                f'autoreload backend "{backend}" cannot be used here: {why};'
+                ' "auto" picks the best one available'
+            )
+        return backend, ""
+    reasons = []
+    for name in EVENT_BACKENDS:
+        why = why_unavailable(name)
+        if not why:
+            return name, ""
+        reasons.append(why)
+    return "poll", "; ".join(reasons)
+
+
+def open_watcher(backend: str, poll_interval: float = 1.0) -> Watcher:
+    """A new watcher of ``backend``, one of ``BACKENDS`` (see ``choose_backend``)."""
+    if backend == "inotify":
+        from ._inotify import InotifyWatcher  # imports inotify_simple: only when chosen
 
         return InotifyWatcher()
-    raise ConfigError(
-        f'autoreload backend "{backend}" is unknown; expected "auto", "inotify",'
-        ' "watchfiles" or "poll"'
-    )
+    if backend == "watchfiles":
+        return WatchfilesWatcher()
+    return PollingWatcher(poll_interval)
+
+
+class FallbackWatcher:
+    """The chosen watcher, until the OS runs out of events: then polling, with the same directories.
+
+    The plugin's one watcher for a run. ``fall_back(reason)`` is called (to log
+    it) when the factory finds no file events at start (``WatcherUnavailable``,
+    or ``why_polling`` from ``choose_backend``), and when the inotify watch
+    limit is reached while directories are added.
+    """
+
+    def __init__(
+        self,
+        factory: WatcherFactory,
+        poll_interval: float,
+        fall_back: Callable[[str], None],
+        why_polling: str = "",
+    ) -> None:
+        self._poll_interval, self._fall_back = poll_interval, fall_back
+        try:
+            self._current = factory()
+        except WatcherUnavailable as exc:  # e.g. the per-user limit of inotify instances
+            self._current = self._polling(f"file events are unavailable ({exc})")
+        if why_polling:
+            fall_back(f"no OS file events: {why_polling}")
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    @property
+    def quiet(self) -> float:
+        return self._current.quiet
+
+    @property
+    def directories(self) -> frozenset[str]:
+        return self._current.directories
+
+    def add(self, directory: str) -> bool:
+        """Watch ``directory``, or if it does not exist yet, its nearest existing ancestor."""
+        try:
+            added = self._current.add(directory)
+        except WatchLimitReached as exc:
+            self._switch(str(exc))
+            return self.add(directory)
+        parent = os.path.dirname(directory)
+        if not added and parent != directory and not os.path.isdir(directory):
+            self.add(parent)  # which reports the creation
+        return added
+
+    def _polling(self, reason: str) -> PollingWatcher:
+        self._fall_back(reason)
+        return PollingWatcher(self._poll_interval)
+
+    def _switch(self, reason: str) -> None:
+        old = self._current
+        new = self._polling(reason)
+        for directory in old.directories:
+            new.add(directory)
+        new.commit()
+        self._current = new
+        # An interrupt() that reached the old watcher just before the switch
+        # must not be lost: wake the new one too (at worst once in vain).
+        new.interrupt()
+        old.close()
+
+    def commit(self) -> None:
+        self._current.commit()
+
+    def interrupt(self) -> None:
+        self._current.interrupt()
+
+    def wait(self, timeout: float | None) -> set[str]:
+        return self._current.wait(timeout)
+
+    def close(self) -> None:
+        self._current.close()
 
 
 class _Interruptible:
-    """A wake-up pipe: ``interrupt()`` from any thread ends a ``_sleep()``."""
+    """Sleeps in ``poll()`` on a ``Wakeup``, so that ``interrupt()`` from any thread ends it.
+
+    ``poll()`` rather than ``Wakeup.wait()``'s ``select()``: a site with many
+    sockets open may hand out descriptor numbers above select's limit of 1024,
+    and inotify adds its own descriptor to the same poll.
+    """
 
     def __init__(self) -> None:
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = Wakeup()
         self._poll = select.poll()
-        self._poll.register(self._wake_read, select.POLLIN)
+        self._poll.register(self._wakeup.fileno(), select.POLLIN)
 
     def interrupt(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: a wake-up is already pending
-            os.write(self._wake_write, b"\0")
+        self._wakeup.ping()
 
     def commit(self) -> None:
         """Nothing to do: a directory is listed, and so watched, when it is added."""
 
     def _sleep(self, timeout: float | None) -> None:
         self._poll.poll(None if timeout is None else max(0, int(timeout * 1000)))
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_read, 4096):
-                pass
+        self._wakeup.drain()
 
-    def __del__(self) -> None:
-        # Closed on collection, not in close(): see InotifyWatcher.close.
-        if hasattr(self, "_wake_write"):
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+    def close(self) -> None:
+        """Called by the waiting thread after its last ``wait()``; see ``Watcher.close``."""
+        self._wakeup.close()
 
 
 class PollingWatcher(_Interruptible):
@@ -160,6 +294,7 @@ class PollingWatcher(_Interruptible):
 
     def close(self) -> None:
         self._listings.clear()
+        super().close()
 
 
 def _listing(directory: str) -> dict[str, tuple[int, int, int]] | None:
@@ -194,13 +329,8 @@ class WatchfilesWatcher:
 
     def __init__(self, step_ms: int = 50) -> None:
         self.quiet = step_ms / 1000  # it reports once a step passed with no new event
-        try:
-            from watchfiles._rust_notify import RustNotify
-        except ImportError as exc:
-            raise AutoreloadError(
-                "the watchfiles backend of autoreload needs the watchfiles package:"
-                " pip install 'sitebus[reload]'"
-            ) from exc
+        from watchfiles._rust_notify import RustNotify  # checked by why_unavailable
+
         self._rust_notify = RustNotify
         self._step_ms = step_ms
         self._dirs: set[str] = set()

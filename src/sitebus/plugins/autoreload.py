@@ -26,35 +26,34 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.abc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from importlib.machinery import ModuleSpec
-from types import ModuleType
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ChannelFailures, StateError, describe
+from .._options import Options, check_range
+from ..errors import ChannelFailures, ConfigError, StateError, describe
 from ..plugin import Plugin, StartOrder, priority
 from ._changes import compile_error, digest, invalidate_bytecode, modified_since, names
-from ._reload_options import DEFAULT_IGNORE, AutoreloadOptions
 from ._sources import (
+    DEFAULT_IGNORE,
+    ImportNotifier,
     Pattern,
     current_modules,
     is_ignored,
     module_files,
-    nearest_existing_dir,
 )
 from ._watchers import (
-    PollingWatcher,
+    BACKENDS,
+    FallbackWatcher,
     Watcher,
     WatcherFactory,
-    WatcherUnavailable,
-    WatchLimitReached,
-    default_watcher,
+    choose_backend,
+    open_watcher,
+    why_unavailable,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +63,7 @@ __all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "Watc
 
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
+_STOP_TIMEOUT = 2.0  # seconds the stop waits for the watcher thread to end
 _OVERFLOW = "*"
 # Carries, across the re-exec, the moment the old process last read the files.
 _SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
@@ -71,28 +71,50 @@ _SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
 _MTIME_SLACK_NS = 20_000_000
 
 
-class _ImportNotifier(importlib.abc.MetaPathFinder):
-    """Finds nothing; it only tells the watcher that a module is being imported."""
+class AutoreloadOptions(Options):
+    """How the autoreload plugin watches; checked when made.
 
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
+    ``paths`` are extra files or globs (``templates/**/*.html``), relative to
+    the working directory when the plugin is made. ``ignore`` patterns match
+    any component of a path. ``debounce`` is the quiet period, in seconds,
+    that ends a burst of changes. ``backend`` is "auto" (the best available:
+    inotify, watchfiles, polling), "inotify", "watchfiles" or "poll";
+    ``poll_interval`` is the period of polling. ``AutoreloadOptions(**table)``
+    takes a TOML table as is.
+    """
 
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> ModuleSpec | None:
-        self._notify()
-        return None
+    enabled: bool = True
+    paths: tuple[str | os.PathLike[str], ...] = ()
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    include_third_party: bool = False
+    debounce: float = 0.05
+    config_file: str | os.PathLike[str] | None = None
+    backend: str = "auto"
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        # The types were checked against the annotations; here, what they cannot say.
+        if self.backend not in ("auto", *BACKENDS):
+            raise ConfigError(
+                f"AutoreloadOptions.backend: {self.backend!r} is unknown; expected one of"
+                f" {', '.join(('auto', *BACKENDS))}"
+            )
+        # Bounded above too: poll() takes a C int of milliseconds.
+        check_range(self, "debounce", 0, 60, "seconds from 0 to 60")
+        check_range(self, "poll_interval", 0.01, 3600, "seconds from 0.01 to 3600")
+        if self.config_file is not None:
+            object.__setattr__(self, "config_file", os.fspath(self.config_file))
+        object.__setattr__(self, "paths", tuple(os.fspath(path) for path in self.paths))
 
 
 class Autoreload(Plugin):
     """Restart the site when its code, config or registered files change.
 
-    Starts at ``StartOrder.AUTORELOAD``: it watches only once everything else has started. A
-    stop listener that is safe to call when start never ran. ``watcher_factory``
-    is the seam to the OS; by default it follows ``options.backend``.
+    Starts at ``StartOrder.AUTORELOAD``: it watches only once everything else
+    has started. A stop listener that is safe to call when start never ran.
+    The backend is chosen when the plugin is made (``_watchers.choose_backend``);
+    the seams to the OS are ``watcher_factory``, which replaces that choice,
+    and ``why_unavailable``, which tells the choice what this machine offers.
     """
 
     channels: ClassVar[tuple[str, ...]] = ("autoreload.watch",)
@@ -103,12 +125,15 @@ class Autoreload(Plugin):
         options: AutoreloadOptions | None = None,
         *,
         watcher_factory: WatcherFactory | None = None,
+        why_unavailable: Callable[[str], str] = why_unavailable,
     ) -> None:
         super().__init__(bus)
         self.options = options = options or AutoreloadOptions()
-        self._factory = watcher_factory or functools.partial(
-            default_watcher, options.backend, options.poll_interval
-        )
+        self._why_polling = ""  # why "auto" fell back to polling, if it did
+        if watcher_factory is None:
+            backend, self._why_polling = choose_backend(options.backend, why_unavailable)
+            watcher_factory = functools.partial(open_watcher, backend, options.poll_interval)
+        self._factory = watcher_factory
         self._lock = threading.Lock()
         self._registered: list[Pattern] = [Pattern(p) for p in options.paths]
         if options.config_file:
@@ -116,8 +141,8 @@ class Autoreload(Plugin):
         # Registered while running, each with the contents it had when registered.
         self._arrivals: list[tuple[Pattern, dict[str, bytes | None]]] = []
         self._thread: threading.Thread | None = None
-        self._watcher: Watcher | None = None
-        self._finder: _ImportNotifier | None = None
+        self._watcher: FallbackWatcher | None = None
+        self._finder: ImportNotifier | None = None
         self._ready = threading.Event()
         self._taken_in = threading.Condition(threading.Lock())  # notified as files are added
         self._stopping = threading.Event()
@@ -137,32 +162,49 @@ class Autoreload(Plugin):
 
     @priority(StartOrder.AUTORELOAD)
     def start(self) -> None:
-        if not self.options.enabled or self._thread is not None:
+        if not self.options.enabled:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            if self._stopping.is_set():  # it overran its stop
+                message = "Autoreload: not watching: its last thread has not ended"
+                self.bus.log(message, logging.WARNING)
             return
         self._stopping.clear()
         self._ready.clear()
-        self._watcher = self._open_watcher()
-        self._finder = _ImportNotifier(self._import_started)
+        self._watcher = FallbackWatcher(
+            self._factory, self.options.poll_interval, self._say_polling, self._why_polling
+        )
+        self._finder = ImportNotifier(self._import_started)
         sys.meta_path.insert(0, self._finder)
         self._thread = threading.Thread(target=self._run, name="sitebus-autoreload", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching; waits at most ``_STOP_TIMEOUT`` seconds for the watcher thread.
+
+        The thread ends at its next step once interrupted. One busy elsewhere
+        (a slow ``reload`` listener, a file system that hangs) is left to end
+        on its own, named in the log, rather than holding up the site's stop.
+        """
         thread = self._thread
         if thread is None:
             return
-        self._stopping.set()  # before reading _watcher: see _fall_back
+        self._stopping.set()  # before the interrupt: the thread checks it before each wait
         if self._finder is not None:
             with contextlib.suppress(ValueError):
                 sys.meta_path.remove(self._finder)
             self._finder = None
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.interrupt()
+        self._interrupt()
         if thread is not threading.current_thread():
-            thread.join()
+            thread.join(_STOP_TIMEOUT)
+            if thread.is_alive():
+                self.bus.log(
+                    f"Autoreload: its thread {thread.name!r} has not ended"
+                    f" {_STOP_TIMEOUT:g} s after the stop; it will end on its own",
+                    logging.WARNING,
+                )
+                return  # start() waits for it to end before watching again
         self._thread = None
-        self._watcher = None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the files are hashed and watched; False if ``timeout`` passed first.
@@ -206,7 +248,7 @@ class Autoreload(Plugin):
     def backend(self) -> str | None:
         """The name of the watcher in use ("inotify", "watchfiles", "polling"), if any."""
         watcher = self._watcher
-        return None if watcher is None else watcher.name
+        return None if watcher is None or self._thread is None else watcher.name
 
     # -- the watcher --------------------------------------------------------
 
@@ -219,59 +261,24 @@ class Autoreload(Plugin):
         self._import_deadline = time.monotonic() + _IMPORT_WINDOW
         self._interrupt()
 
-    def _open_watcher(self) -> Watcher:
-        try:
-            return self._factory()
-        except WatcherUnavailable as exc:
-            return self._polling(f"file events are unavailable ({exc})")
-
-    def _polling(self, reason: str) -> Watcher:
+    def _say_polling(self, reason: str) -> None:
         if not self._fell_back:
             self._fell_back = True
             self.bus.log(
                 f"Autoreload: {reason}; polling every {self.options.poll_interval:g} s instead",
                 logging.WARNING,
             )
-        return PollingWatcher(self.options.poll_interval)
-
-    def _fall_back(self, reason: str) -> None:
-        """Replace the event watcher with polling, carrying its directories over."""
-        old = self._watcher
-        assert old is not None
-        new = self._polling(reason)
-        for directory in old.directories:
-            new.add(directory)
-        new.commit()
-        self._watcher = new  # stop() sets _stopping before reading this: no lost wake-up
-        old.close()
-
-    def _add_dir(self, directory: str) -> None:
-        watcher = self._watcher
-        assert watcher is not None
-        try:
-            added = watcher.add(directory)
-        except WatchLimitReached as exc:
-            self._fall_back(str(exc))
-            return self._add_dir(directory)
-        if not added:  # does not exist yet: watch the nearest ancestor for its creation
-            ancestor = nearest_existing_dir(directory)
-            if ancestor != directory:
-                self._add_dir(ancestor)
 
     def _run(self) -> None:
+        watcher = self._watcher
+        assert watcher is not None  # set by start() before this thread
         try:
             late = self._prepare()
             self._ready.set()
-            watcher = self._watcher
-            if watcher is not None:
-                self.bus.log(
-                    f"Autoreload: watching {len(self._snapshot)} files with {watcher.name}"
-                )
+            self.bus.log(f"Autoreload: watching {len(self._snapshot)} files with {watcher.name}")
             if late and self._consider(late):
                 return
             while not self._stopping.is_set():
-                watcher = self._watcher
-                assert watcher is not None
                 touched = watcher.wait(self._idle_timeout())
                 if self._stopping.is_set():
                     break
@@ -284,9 +291,7 @@ class Autoreload(Plugin):
             self.bus.log(f"Autoreload stopped watching: {describe(exc)}", logging.ERROR, exc)
         finally:
             self._ready.set()
-            watcher = self._watcher
-            if watcher is not None:
-                watcher.close()
+            watcher.close()  # by its waiter, once done waiting: interrupts after do nothing
 
     def _idle_timeout(self) -> float | None:
         """None (block until an event) unless a module import is under way."""
@@ -349,9 +354,7 @@ class Autoreload(Plugin):
         assert watcher is not None
         before = watcher.directories
         for directory in sorted(self._wanted_dirs - before):
-            self._add_dir(directory)
-        watcher = self._watcher  # polling may have taken over
-        assert watcher is not None
+            watcher.add(directory)
         watcher.commit()
         return set(watcher.directories - before)
 
@@ -433,8 +436,6 @@ class Autoreload(Plugin):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            watcher = self._watcher
-            assert watcher is not None
             touched = watcher.wait(min(quiet, left))
             if not touched:
                 break
