@@ -9,7 +9,8 @@ and reports ``imported <late.VALUE> <watched>`` once it is watched.
 
 Options: --glob PATTERN (watch it through the options), --register PATH
 (published on ``autoreload.watch`` after start), --debounce SECONDS,
---backend NAME (polling every 0.05 s).
+--backend NAME (polling every 0.05 s), --handed-since NS (the first
+generation starts as if a re-exec had handed it that autoreload clock).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--register", action="append", default=[])
     parser.add_argument("--debounce", type=float, default=0.05)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--handed-since")
     args = parser.parse_args()
     generation = int(os.environ.get("AUTORELOAD_GENERATION", "0"))
     os.environ["AUTORELOAD_GENERATION"] = str(generation + 1)  # inherited by the re-exec
@@ -53,6 +55,10 @@ def main() -> int:
     options = AutoreloadOptions(
         paths=tuple(args.glob), debounce=args.debounce, backend=args.backend, poll_interval=0.05
     )
+    if args.handed_since is not None and generation == 0:
+        from sitebus import _handover
+
+        _handover.put("autoreload", args.handed_since)
     plugin = Autoreload(bus, options)
     plugin.subscribe()
     bus.start()

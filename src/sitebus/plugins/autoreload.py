@@ -37,6 +37,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import _handover
 from ..errors import ChannelFailures, StateError, describe
 from ..plugin import Plugin, StartOrder, priority
 from ._changes import compile_error, digest, invalidate_bytecode, modified_since, names
@@ -65,8 +66,8 @@ __all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "Watc
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
 _OVERFLOW = "*"
-# Carries, across the re-exec, the moment the old process last read the files.
-_SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
+# The hand-over section: the moment the old process last read the files.
+_SINCE_SECTION = "autoreload"
 # File timestamps come from a coarse clock that lags the precise one by a few ms.
 _MTIME_SLACK_NS = 20_000_000
 
@@ -294,7 +295,7 @@ class Autoreload(Plugin):
 
     def _prepare(self) -> set[str]:
         """Watch and hash everything; return the files that changed during a re-exec."""
-        since = os.environ.pop(_SINCE_ENV, "")
+        since = str(_handover.take(_SINCE_SECTION) or "")
         self._snapshot, self._pending, self._wanted_dirs = {}, set(), set()
         self._aliases = {}
         self._last_error = ""
@@ -468,7 +469,7 @@ class Autoreload(Plugin):
             self.bus.publish("reload", changed)
         except ChannelFailures as failures:
             self.bus.log(str(failures), logging.ERROR)
-        os.environ[_SINCE_ENV] = str(looked_at)
+        _handover.put(_SINCE_SECTION, str(looked_at))
         try:
             self.bus.restart()
         except StateError as exc:
