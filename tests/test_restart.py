@@ -154,7 +154,7 @@ def test_restart_the_new_image_could_not_run_is_refused_and_the_site_keeps_servi
     assert child.wait() == 0, child.output()
 
 
-def test_sighup_exit_request_before_restart_check_wins(bus: Bus) -> None:
+def test_exit_requested_with_a_restart_wins_and_nothing_is_re_executed(bus: Bus) -> None:
     """An exit asked for together with a restart exits: the hand-over stays empty."""
     plugin = Signals(bus)
     plugin.subscribe()
