@@ -206,7 +206,7 @@ def test_edit_during_the_reexec_is_not_lost(site: Callable[..., Child], tree: Pa
     counts as changed: the new process restarts once more, the one after does not."""
     app = tree / "app.py"
     since = str(app.stat().st_mtime_ns - 1)  # as if app.py was saved just after that moment
-    child = site(env={"SITEBUS_AUTORELOAD_SINCE": since})
+    child = site("--handed-since", since)
     seen = []
     while not (line := child.next_report()).startswith("watching 1"):
         seen.append(line)

@@ -175,3 +175,24 @@ def test_already_running_is_said_where_the_daemon_was_launched(
     child.expect("start-failed")
     daemons.expect_gone(child, 0)
     assert read_running_pid(path) == holder.pid
+
+
+def test_ctrl_c_at_the_launcher_leaves_the_daemon_and_runs_no_site_listener(
+    spawn: Spawn, daemons: Daemons
+) -> None:
+    """Ctrl-C twice while the daemon is still starting: one line, no traceback, status 130."""
+    child = spawn([SCRIPT, "--daemon", "--hold-start"])
+    child.expect("holding")  # the daemon's start listener, waiting for the test
+    for _ in range(2):
+        with contextlib.suppress(ProcessLookupError):
+            child.signal(signal.SIGINT)
+    assert child.wait() == 128 + signal.SIGINT, child.output()
+    # Logging is not configured in the child: the bus log of the start it began shows too.
+    lines = [line for line in child.stderr().splitlines() if " INFO sitebus: " not in line]
+    assert len(lines) == 1 and lines[0].startswith("daemon still starting as PID "), lines
+    pid = int(lines[0].removeprefix("daemon still starting as PID ").split(";")[0])
+    child.release()
+    assert daemons.facts(child)["pid"] == str(pid)
+    # The next report is the daemon's: the launcher ran no start, stop or exit listener.
+    child.expect(f"started 0 {pid}")
+    _stop(child, daemons, pid)

@@ -165,10 +165,12 @@ def test_child_restarts_on_sighup_with_the_same_pid(site: Callable[..., Child]) 
     _expect_clean_exit(child)
 
 
-def test_child_on_a_terminal_exits_on_sighup(site: Callable[..., Child]) -> None:
+def test_child_on_a_terminal_exits_on_sighup_and_says_so(site: Callable[..., Child]) -> None:
     child = site("--tty")
     child.signal(signal.SIGHUP)
     _expect_clean_exit(child)
+    assert "SIGHUP while on a terminal" in child.stderr(), child.output()
+    assert "exiting instead of restarting" in child.stderr()
 
 
 def test_child_burst_of_sigusr1_is_graceful_without_dying(site: Callable[..., Child]) -> None:
@@ -190,6 +192,26 @@ def test_child_custom_map_from_options(site: Callable[..., Child]) -> None:
     child = site("--signal", "SIGUSR2=exit", "--signal", "SIGTERM=ignore")
     child.signal(signal.SIGTERM)  # ignored
     child.signal(signal.SIGUSR2)
+    _expect_clean_exit(child)
+
+
+def _ignored_signals(pid: int) -> set[int]:
+    """The signals the kernel ignores for ``pid`` (SIG_IGN), from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+
+
+def test_child_ignore_action_sets_sig_ign_and_survives_the_signal(
+    site: Callable[..., Child],
+) -> None:
+    """``ignore`` is SIG_IGN in the kernel: the default action (death) never runs."""
+    child = site("--signal", "SIGUSR2=ignore")
+    assert signal.SIGUSR2 in _ignored_signals(child.pid)
+    child.signal(signal.SIGUSR2)
+    # Pending standard signals are delivered lowest number first: SIGUSR2 (12)
+    # reaches the child before SIGTERM (15) ends it cleanly.
+    child.signal(signal.SIGTERM)
     _expect_clean_exit(child)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sitebus import Bus, StartError, State
+from sitebus import Bus, StartError, State, _handover
 from sitebus.errors import BindError
-from sitebus.servers import Sockets, SocketsOptions, _handoff, parse_address
+from sitebus.servers import Sockets, SocketsOptions, parse_address
 from sitebus.servers._holdoff import hold_off_syn
 
 
@@ -138,24 +138,33 @@ def test_inherited_descriptor_that_does_not_listen_is_refused(bus: Bus) -> None:
 
 
 def test_handed_over_socket_is_adopted_instead_of_bound(bus: Bus) -> None:
-    """What a re-exec does: the record names the descriptor of each configured address."""
+    """What a re-exec does: the hand-over names the descriptor of each configured address."""
     with socket.create_server(("127.0.0.1", 0)) as original:
         fd = os.dup(original.fileno())
-        _handoff.record({"127.0.0.1:0": fd})
+        _handover.put("sockets", [["127.0.0.1:0", fd]], [fd])
         sockets = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
         sockets.subscribe()
         bus.start()
-        assert _handoff.FDS_ENV not in os.environ, "the record is consumed"
+        assert _handover.ENV not in os.environ, "the record is consumed"
         assert sockets.listeners[0].socket.fileno() == fd
         assert sockets.listeners[0].socket.getsockname() == original.getsockname()
         bus.stop()
 
 
-def test_handoff_record_of_another_process_is_ignored() -> None:
-    _handoff.record({"127.0.0.1:0": 1234})
-    os.environ[_handoff.PID_ENV] = str(os.getpid() + 1)
-    assert _handoff.take() == {}
-    assert _handoff.FDS_ENV not in os.environ
+def test_two_sockets_plugins_with_the_same_spec_each_get_their_own_back(bus: Bus) -> None:
+    """Two plugins may both bind 127.0.0.1:0: each claims, in start order, its own."""
+    first_plugin = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
+    second_plugin = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
+    first_plugin.subscribe()
+    second_plugin.subscribe()
+    bus.start()
+    names = [p.listeners[0].socket.getsockname() for p in (first_plugin, second_plugin)]
+    bus._restarting = True  # what block() sets before the restart's teardown
+    bus.stop()
+    bus._restarting = False
+    bus.start()
+    assert [p.listeners[0].socket.getsockname() for p in (first_plugin, second_plugin)] == names
+    bus.stop()
 
 
 def test_hold_off_drops_new_handshakes_but_keeps_the_queue() -> None:

@@ -45,10 +45,10 @@ from logging import DEBUG, ERROR, INFO, WARNING
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import _watchdog
+from . import _handover, _watchdog
 from ._calls import ListenerTiming, call_each, failures_of
 from ._logformat import TextFormatter
-from ._reexec import reexec, release_held_signals, take_pending_exit
+from ._reexec import cannot_reexec, reexec, release_held_signals, take_pending_exit
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
 
@@ -113,10 +113,6 @@ class _DefaultStderr(logging.Handler):
 
 
 _DEFAULT_STDERR = _DefaultStderr()
-
-
-class _ForcedExit(BaseException):
-    """A second exit request while the first is still stopping the site."""
 
 
 class Bus:
@@ -510,17 +506,16 @@ class Bus:
     def request_exit(self, status: int = 0) -> None:
         """Ask ``block()`` to exit. Safe in a signal handler: no lock, no waiting.
 
-        Asking again while ``block()`` is already stopping the site for an
-        exit, from the main thread (a second SIGTERM or Ctrl-C), makes it give
-        up on the remaining listeners and return at once. An exit request that
-        arrives while a restart is tearing down does not cut the restart short
-        (its sockets are already kept for the new image): the new image
-        carries the exit out, with a graceful stop, as soon as its block() runs.
+        Repeated requests coalesce, also while the site is already stopping
+        (supervisors send SIGTERM more than once): only a ``KeyboardInterrupt``
+        in the main thread, a second Ctrl-C, cuts the stop short. An exit
+        request that arrives while a restart is tearing down does not cut the
+        restart short (its sockets are already kept for the new image): the
+        new image carries the exit out, with a graceful stop, as soon as its
+        ``block()`` runs.
         """
         if self._exit_request is None:
             self._exit_request = status
-        elif self._exiting_in_block and threading.current_thread() is threading.main_thread():
-            raise _ForcedExit
         self._wake()
 
     def request_restart(self) -> None:
@@ -558,11 +553,11 @@ class Bus:
     def block(self) -> int:
         """Carry out requests in the main thread until the bus exits; return its status.
 
-        Ctrl-C becomes ``exit()``; a second one, or a second exit request, while
-        stopping returns at once with status 1. After the exit, the threads
-        registered with ``register_thread`` are joined within
-        ``thread_join_timeout`` seconds (those still running are named) and a
-        pending restart re-executes the process. Use it as
+        Ctrl-C becomes ``exit()``; a second one while stopping returns at once
+        with status 1 (repeated exit requests, a second SIGTERM, coalesce).
+        After the exit, the threads registered with ``register_thread`` are
+        joined within ``thread_join_timeout`` seconds (those still running are
+        named) and a pending restart re-executes the process. Use it as
         ``sys.exit(bus.block())``.
         """
         if threading.current_thread() is not threading.main_thread():
@@ -574,16 +569,26 @@ class Bus:
         wakeup = self._wakeup = Wakeup()
         # The kernel delivers a process signal to any thread that does not block
         # it; the C-level handler then writes here, which wakes select() in the
-        # main thread so that the Python handler runs at once.
+        # main thread so that the Python handler runs at once. It stays set
+        # until the re-exec: see reexec() for why.
         previous_wakeup_fd = signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
         self._blocking = True
-        pending_exit = take_pending_exit()
-        if pending_exit is not None and self._exit_request is None:
-            self._exit_request = pending_exit
-        release_held_signals()
         try:
+            pending_exit = take_pending_exit()
+            if pending_exit is not None and self._exit_request is None:
+                self._exit_request = pending_exit
+            release_held_signals()
+            # Every plugin took its part of a re-exec's hand-over during start.
+            _handover.close_unclaimed()
             self._serve_requests(wakeup)
-        except (KeyboardInterrupt, _ForcedExit):
+            self._join_threads()
+            if self._restarting:
+                reexec(self.log, wakeup, lambda: self._exit_request)
+                return 1
+            return self._status
+        except KeyboardInterrupt:
+            if not self._exiting_in_block:
+                raise
             self.log("Second exit request while stopping: exiting now", ERROR)
             return max(self._status, 1)
         finally:
@@ -591,19 +596,24 @@ class Bus:
             signal.set_wakeup_fd(previous_wakeup_fd)
             self._wakeup = None
             wakeup.close()
-        self._join_threads()
-        if self._restarting:
-            reexec(self.log, pending_exit=self._exit_request)
-            return 1
-        return self._status
 
     def _serve_requests(self, wakeup: Wakeup) -> None:
         while not self._exited:
             try:
-                if self._exit_request is not None or self._restart_request:
+                if self._exit_request is None and self._restart_request:
+                    self._restart_request = False
+                    why = cannot_reexec()
+                    if why is not None:
+                        # Checked before the teardown: a site torn down for a
+                        # restart that cannot start again would stay down.
+                        self.log(f"Not restarting: {why}; the site keeps serving", ERROR)
+                        continue
+                    self._restarting = True
+                if self._exit_request is not None or self._restarting:
                     self._exiting_in_block = True
                     # An exit asked for before the teardown begins beats a restart.
-                    self._restarting = self._exit_request is None
+                    if self._exit_request is not None:
+                        self._restarting = False
                     self.exit(self._exit_request or 0)
                 elif self._graceful_request:
                     self._graceful_request = False

@@ -10,7 +10,8 @@ log lines and the bus's word of a failed listener. Commands on the hold pipe:
 
 Options: --glob PATTERN (watch it through the options), --register PATH
 (published on ``autoreload.watch`` after start), --debounce SECONDS,
---backend NAME (polling every 0.05 s).
+--backend NAME (polling every 0.05 s), --handed-since NS (the first
+generation starts as if a re-exec had handed it that autoreload clock).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("--register", action="append", default=[])
     parser.add_argument("--debounce", type=float, default=0.05)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--handed-since")
     args = parser.parse_args()
     generation = int(os.environ.get("AUTORELOAD_GENERATION", "0"))
     os.environ["AUTORELOAD_GENERATION"] = str(generation + 1)  # inherited by the re-exec
@@ -54,6 +56,10 @@ def main() -> int:
     options = AutoreloadOptions(
         paths=tuple(args.glob), debounce=args.debounce, backend=args.backend, poll_interval=0.05
     )
+    if args.handed_since is not None and generation == 0:
+        from sitebus import _handover
+
+        _handover.put("autoreload", args.handed_since)
     plugin = Autoreload(bus, options)
     plugin.subscribe()
     bus.start()

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import _handover
 from .._options import Options, check_range
 from ..errors import ChannelFailures, ConfigError, StateError, describe
 from ..plugin import Plugin, StartOrder, priority
@@ -65,8 +66,8 @@ _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is 
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
 _STOP_TIMEOUT = 2.0  # seconds the stop waits for the watcher thread to end
 _OVERFLOW = "*"
-# Carries, across the re-exec, the moment the old process last read the files.
-_SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
+# The hand-over section: the moment the old process last read the files.
+_SINCE_SECTION = "autoreload"
 # File timestamps come from a coarse clock that lags the precise one by a few ms.
 _MTIME_SLACK_NS = 20_000_000
 
@@ -299,7 +300,7 @@ class Autoreload(Plugin):
 
     def _prepare(self) -> set[str]:
         """Watch and hash everything; return the files that changed during a re-exec."""
-        since = os.environ.pop(_SINCE_ENV, "")
+        since = str(_handover.take(_SINCE_SECTION) or "")
         self._snapshot, self._pending, self._wanted_dirs = {}, set(), set()
         self._aliases = {}
         self._last_error = ""
@@ -469,7 +470,7 @@ class Autoreload(Plugin):
             self.bus.publish("reload", changed)
         except ChannelFailures as failures:
             self.bus.log(str(failures), logging.ERROR)
-        os.environ[_SINCE_ENV] = str(looked_at)
+        _handover.put(_SINCE_SECTION, str(looked_at))
         try:
             self.bus.restart()
         except StateError as exc:

@@ -11,20 +11,31 @@ it waits on a pipe that the daemon inherits, until the bus reaches STARTED
 (exit status 0) or its start fails (the failure's message on the launching
 terminal, status 1). A daemonized site whose port is in use says so where the
 deployer typed the command.
+
+Ctrl-C (or SIGTERM) at the launcher while it waits leaves the daemon alone:
+the launcher says ``daemon still starting as PID N`` and ends with status
+128 + the signal's number. The daemon has its own session and is the site
+now; stopping it is the job of ``sitebus stop`` or a signal to that PID. The
+launcher never runs the site's listeners: from the fork on, the control
+signals are blocked until it has installed its own handlers.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import select
+import signal
 import sys
 import threading
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NoReturn
 
+from .. import _handover
 from .._options import MAX_SECONDS, Options, check_range
+from .._wakeup import Wakeup
 from ..bus import State
-from ..errors import ProcessError
+from ..errors import ProcessError, describe
 from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
@@ -33,9 +44,10 @@ if TYPE_CHECKING:
 __all__ = ["Daemon", "DaemonOptions"]
 
 
-# Holds the daemon's PID; a re-exec keeps PID and environment, so the next
-# image sees it is already a daemon. An unrelated child process has another PID.
-_DAEMON_ENV = "SITEBUS_DAEMON_PID"
+# The hand-over section that tells a re-exec it already is the daemon.
+_SECTION = "daemon"
+# Blocked from before the first fork until each process has its own handlers.
+_CONTROL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 class DaemonOptions(Options):
@@ -68,15 +80,17 @@ class Daemon(Plugin):
         self.options = options if options is not None else DaemonOptions()
         self._report_fd: int | None = None
         self._failure: str | None = None
+        self._daemonized = False
 
     @property
     def daemonized(self) -> bool:
         """Whether this process is the daemon (also true after a re-exec of it)."""
-        return os.environ.get(_DAEMON_ENV) == str(os.getpid())
+        return self._daemonized
 
     @priority(StartOrder.DAEMON)
     def start(self) -> None:
-        if self.daemonized:
+        if self._daemonized or _handover.take(_SECTION) is not None:
+            self._daemonized = True
             if self.options.chdir is not None:  # the bus re-execs from the launch directory
                 os.chdir(self.options.chdir)
             return
@@ -91,10 +105,14 @@ class Daemon(Plugin):
             if stream is not None:
                 stream.flush()  # else both processes would write what is buffered
         read_fd, write_fd = os.pipe()
+        # Blocked across the forks: a Ctrl-C landing in the launcher before it
+        # has its own handlers would run the site's, and could unwind into
+        # this start (and the site's stop listeners) there.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
         session_leader = os.fork()
         if session_leader:
             os.close(write_fd)
-            _launcher(session_leader, read_fd, self.options.report_timeout)
+            _launcher(session_leader, read_fd, self.options.report_timeout, mask)
         os.close(read_fd)
         os.setsid()
         if os.fork():
@@ -103,10 +121,17 @@ class Daemon(Plugin):
             # blocks, the bus's stop listeners belong to the daemon now), so it
             # ends here without Python's exit machinery.
             os._exit(0)
-        os.environ[_DAEMON_ENV] = str(os.getpid())
+        self._daemonized = True
         self._report_fd = write_fd
+        _write_line(write_fd, f"pid {os.getpid()}")
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._detach()
         self.bus.log(f"Daemonized: PID {os.getpid()}")
+
+    def exit(self) -> None:
+        """On a restart, tell the next image that it already is the daemon."""
+        if self._daemonized and self.bus.restarting:
+            _handover.put(_SECTION, True)
 
     def _detach(self) -> None:
         # The umask first: it shapes the mode of new log files. The log files
@@ -121,12 +146,10 @@ class Daemon(Plugin):
         if options.chdir is not None:
             os.chdir(options.chdir)
 
-    def log(self, message: str, level: int, exc: BaseException | None) -> None:
-        """Remember the start failure the bus logs (else the first error) for the report."""
-        if self._report_fd is None or level < logging.ERROR:
-            return
-        if self._failure is None or message.startswith("Start failed"):
-            self._failure = message
+    def start_failed(self, listener: str, exc: BaseException) -> None:
+        """Remember the start failure the bus announces, for the report."""
+        if self._report_fd is not None:
+            self._failure = f"Start failed in {listener}: {describe(exc)}"
 
     def state(self, state: State) -> None:
         """Tell the launching process how the start ended, once."""
@@ -143,11 +166,16 @@ class Daemon(Plugin):
         if fd is None:
             return
         try:
-            os.write(fd, line)
-        except OSError:  # the launching process is gone (killed): nobody to tell
-            pass
+            _write_line(fd, line.decode().rstrip("\n"))
         finally:
             os.close(fd)
+
+
+def _write_line(fd: int, line: str) -> None:
+    try:
+        os.write(fd, line.encode("utf-8", "replace") + b"\n")
+    except OSError:  # the launching process is gone (killed): nobody to tell
+        pass
 
 
 def _redirect(target: int, path: str | os.PathLike[str], flags: int) -> None:
@@ -158,28 +186,77 @@ def _redirect(target: int, path: str | os.PathLike[str], flags: int) -> None:
         os.close(fd)
 
 
-def _launcher(session_leader: int, read_fd: int, timeout: float | None) -> NoReturn:
+def _launcher(
+    session_leader: int, read_fd: int, timeout: float | None, mask: Iterable[int]
+) -> NoReturn:
     """The launching process: wait for the daemon's report, then end with its status.
 
-    It ends with ``os._exit``: it is a copy of the site taken mid-start, and a
-    normal exit would run the site's atexit handlers, flush copies of its
-    buffers and unwind into the caller's ``finally`` blocks as if the site
-    itself had stopped; only the status and the message belong to it.
+    It ends with ``os._exit``, the one place sitebus does so: it is a copy of
+    the site taken mid-start, and a normal exit (or an exception) would run the
+    site's atexit handlers, flush copies of its buffers and unwind into the
+    caller's ``finally`` blocks and the bus's rollback as if the site itself
+    had stopped; only the status and the message belong to it. The site's
+    signal handlers are replaced (by ones that only record the signal and
+    wake the wait) before the signals blocked across the fork are let in.
     """
+    caught: list[int] = []
+    wakeup = Wakeup()
+    signal.set_wakeup_fd(wakeup.write_fd, warn_on_full_buffer=False)
+    for signum in _CONTROL_SIGNALS:
+        signal.signal(signum, lambda number, _frame: caught.append(number))
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.waitpid(session_leader, 0)  # it exits as soon as it forked the daemon
-    report = b""
-    ready, _, _ = select.select([read_fd], [], [], timeout)
-    if ready:
-        while b"\n" not in report and (chunk := os.read(read_fd, 4096)):
-            report += chunk
-    line = report.decode("utf-8", "replace").strip()
-    if line == "started":
-        os._exit(0)
-    if line.startswith("failed "):
-        message = f"daemon failed to start: {line.removeprefix('failed ')}\n"
-    elif ready:
-        message = "daemon exited before it reported how its start went; see its log\n"
+    reports = _Reports(read_fd)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not caught and reports.read(deadline, wakeup):
+        if reports.outcome == "started":
+            os._exit(0)
+        if reports.outcome is not None:
+            _say(f"daemon failed to start: {reports.outcome}")
+            os._exit(1)
+    if caught:
+        reports.read(time.monotonic(), wakeup)  # the PID line, if it came meanwhile
+        which = f" as PID {reports.pid}" if reports.pid else ""
+        _say(f"daemon still starting{which}; not waiting for it (it was not stopped)")
+        os._exit(128 + caught[0])
+    if reports.ended:
+        _say("daemon exited before it reported how its start went; see its log")
     else:
-        message = f"daemon did not report within {timeout:g} s; it may still be starting\n"
-    os.write(2, message.encode())
+        _say(f"daemon did not report within {timeout:g} s; it may still be starting")
     os._exit(1)
+
+
+class _Reports:
+    """The daemon's lines on the report pipe: ``pid N``, then ``started`` or ``failed ...``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pid: str | None = None
+        self.outcome: str | None = None  # "started", or the failure's message
+        self.ended = False
+        self._partial = b""
+
+    def read(self, deadline: float | None, wakeup: Wakeup) -> bool:
+        """Read what arrives until ``deadline`` or a wake-up; False once nothing more will."""
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([self.fd, wakeup.fileno()], [], [], left)
+        if self.fd not in ready:
+            return bool(ready)  # woken by a signal: the caller looks at what it caught
+        chunk = os.read(self.fd, 4096)
+        if not chunk:
+            self.ended = True
+            return False
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("pid "):
+                self.pid = line.removeprefix("pid ")
+            elif line == "started":
+                self.outcome = line
+            elif line.startswith("failed "):
+                self.outcome = line.removeprefix("failed ")
+        return True
+
+
+def _say(message: str) -> None:
+    os.write(2, message.encode("utf-8", "replace") + b"\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import stat
@@ -31,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import _handover
 from .._options import Options, check_range
 from ..errors import AlreadyRunningError, ProcessError
 from ..plugin import Plugin, StartOrder, priority
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["Pidfile", "PidfileOptions", "read_running_pid"]
 
 
-# Descriptors of held PID files, by path, handed to the next image by a re-exec.
-_INHERITED_ENV = "SITEBUS_PIDFILE_FDS"
+# The hand-over section: descriptors of held PID files, by path, for the next image.
+_SECTION = "pidfile"
 _ATTEMPTS = 5  # to win against another site starting at the same moment
 
 
@@ -279,20 +279,17 @@ class Pidfile(Plugin):
 
     def _hand_over(self, fd: int) -> None:
         """Keep the file and its lock across the re-exec: the next image adopts ``fd``."""
-        os.set_inheritable(fd, True)
-        held = json.loads(os.environ.get(_INHERITED_ENV, "{}"))
+        held = _handover.take(_SECTION) or {}
         held[str(self.path)] = fd
-        os.environ[_INHERITED_ENV] = json.dumps(held)
+        _handover.put(_SECTION, held, held.values())
         self.bus.log(f"PID file {self.path} kept for the re-exec")
 
     def _adopt_inherited(self) -> int | None:
         """The descriptor a re-exec handed over for this path, if it is still ours."""
-        held = json.loads(os.environ.get(_INHERITED_ENV, "{}"))
+        held = _handover.take(_SECTION) or {}
         fd = held.pop(str(self.path), None)
-        if held:
-            os.environ[_INHERITED_ENV] = json.dumps(held)
-        else:
-            os.environ.pop(_INHERITED_ENV, None)
+        if held:  # other Pidfile plugins' files
+            _handover.put(_SECTION, held, held.values())
         if not isinstance(fd, int):
             return None
         try:

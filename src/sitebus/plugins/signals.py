@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType, MappingProxyType
 
 from .._options import Options
-from ..bus import State
+from ..bus import WARNING, State
 from ..errors import ConfigError, StateError
 from ..plugin import Plugin
 
@@ -79,6 +79,10 @@ class SignalsOptions(Options):
         }
 
 
+# The bus is between two steady states: a second Ctrl-C there cuts it short.
+_TRANSITIONS = frozenset({State.STARTING, State.STOPPING, State.EXITING})
+
+
 def _signal_name(name: str) -> str:
     """``"term"``, ``"TERM"`` or ``"SIGTERM"`` → ``"SIGTERM"``; else ConfigError."""
     upper = name.strip().upper()
@@ -103,15 +107,17 @@ class Signals(Plugin):
     Only the main thread may install handlers; from any other thread
     ``subscribe()`` raises ``StateError``. SIGTERM and SIGINT exit with status
     0: being asked to stop is not a failure. A second SIGINT while the bus is
-    starting raises ``KeyboardInterrupt`` there, so Ctrl-C twice aborts a
-    start that hangs.
+    starting or stopping raises ``KeyboardInterrupt`` there, so Ctrl-C twice
+    aborts a start that hangs or a stop that waits for requests; a repeated
+    SIGTERM coalesces.
     """
 
     def __init__(self, bus: Bus, options: SignalsOptions | None = None) -> None:
         super().__init__(bus)
         self.options = options if options is not None else SignalsOptions()
         self._previous: list[tuple[signal.Signals, Handler]] = []
-        self._interrupted_start = False
+        self._interrupted = False  # a Ctrl-C arrived since the last start began
+        self._hangup_on_terminal = False  # set by the handler, logged by state()
 
     def subscribe(self) -> None:
         """Install a handler for every signal in the map (once; again does nothing)."""
@@ -139,19 +145,29 @@ class Signals(Plugin):
         super().unsubscribe()
 
     def state(self, state: State) -> None:
-        """A new start begins with no Ctrl-C pending."""
-        if state is not State.STARTING:
-            self._interrupted_start = False
+        """A new start begins with no Ctrl-C pending; a terminal's hangup is logged here."""
+        if state is State.STARTING:
+            self._interrupted = False
+        if self._hangup_on_terminal and state in (State.STOPPING, State.EXITING):
+            # The handler only recorded it: it must not log (it may run while
+            # this thread holds a lock the log path takes).
+            self._hangup_on_terminal = False
+            self.bus.log(
+                "SIGHUP while on a terminal: the terminal went away, so exiting "
+                "instead of restarting (terminal_hangup_exits)",
+                WARNING,
+            )
 
     def _interrupt(self, _signum: int, _frame: FrameType | None) -> None:
-        # A start listener may hang (a database that does not answer). Requests
-        # wait for block(), so a second Ctrl-C while starting aborts the start
-        # as Python's own handler would; start() then rolls back. Only SIGINT:
-        # a burst of SIGTERM from a supervisor must still coalesce.
-        if self.bus.state is State.STARTING:
-            if self._interrupted_start:
-                raise KeyboardInterrupt
-            self._interrupted_start = True
+        # A start listener may hang (a database that does not answer), and a
+        # stop waits for the requests in flight. Requests wait for block(), so
+        # a second Ctrl-C during either transition raises KeyboardInterrupt, as
+        # Python's own handler would: start() then rolls back, block() gives up
+        # on the stop. Only SIGINT, a person at the keyboard: a burst of
+        # SIGTERM from a supervisor must still coalesce.
+        if self._interrupted and self.bus.state in _TRANSITIONS:
+            raise KeyboardInterrupt
+        self._interrupted = True
         self.bus.request_exit()
 
     def _handler(self, signum: signal.Signals, action: str) -> Handler:
@@ -170,6 +186,7 @@ class Signals(Plugin):
                 # Decided when the signal lands, not at install: the daemon
                 # plugin detaches from the terminal after handlers are installed.
                 if _on_terminal():
+                    self._hangup_on_terminal = True
                     bus.request_exit()
                 else:
                     bus.request_restart()

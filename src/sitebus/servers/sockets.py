@@ -6,8 +6,12 @@ root, and an address in use fails the start before anything serves: the bus
 rolls back and the command line prints one line naming the address.
 
 The sockets outlive the engines: on a restart they stay open across the
-re-exec and the next image adopts them (see ``_handoff``), so connections wait
-in the kernel's queue instead of being refused.
+re-exec and the next image adopts them (see ``_handover``), so connections wait
+in the kernel's queue instead of being refused. Every ``Sockets`` plugin of a
+site shares the hand-over's ``sockets`` section: a list of ``[spec,
+descriptor]`` pairs in start order, from which each plugin claims, in start
+order, the first entry of each of its addresses (two plugins may both bind
+``127.0.0.1:0``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import os
 import socket
 import stat
 
+from .. import _handover
 from .._options import Options
 from ..bus import Bus
 from ..errors import BindError
 from ..plugin import Plugin, StartOrder, priority
-from . import _handoff
 from ._address import Address, parse_address, url
 
 __all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
@@ -91,33 +95,31 @@ class Sockets(Plugin):
 
     @priority(StartOrder.SOCKETS)
     def start(self) -> None:
-        handed = _handoff.take()
-        used: set[int] = set()
+        handed = _take_handed()
         try:
             for address in self.addresses:
-                fd = handed.get(address.spec)
-                if fd is not None:
-                    listener = adopt(address, fd)
-                    used.add(fd)
-                else:
-                    listener = bind(address, self.options)
+                fd = _claim(handed, address.spec)
+                listener = bind(address, self.options) if fd is None else adopt(address, fd)
                 self.listeners.append(listener)
         finally:
-            _handoff.close_unused(handed, used)
+            # What this plugin did not claim stays for the next Sockets plugin;
+            # block() closes what nobody claimed once the bus has started.
+            _put_handed(handed)
 
     @priority(StartOrder.SOCKETS)
     def stop(self) -> None:
         listeners, self.listeners = self.listeners, []
         if self.bus.restarting:
-            fds: dict[str, int] = {}
+            mine: list[tuple[str, int]] = []
             for listener in listeners:
-                listener.socket.set_inheritable(True)
-                fds[listener.address.spec] = listener.socket.fileno()
+                mine.append((listener.address.spec, listener.socket.fileno()))
                 # detach(): the socket object must not close the descriptor
                 # when it is collected before the exec.
                 listener.socket.detach()
-            _handoff.record(fds)
-            self.bus.log(f"Keeping {len(fds)} listening socket(s) open for the re-exec")
+            # Stops run in reverse start order: the plugins started earlier
+            # stop later and go in front, so the list stays in start order.
+            _put_handed(mine + _take_handed())
+            self.bus.log(f"Keeping {len(mine)} listening socket(s) open for the re-exec")
             return
         for listener in listeners:
             _remove_socket_file(listener)
@@ -141,6 +143,29 @@ class Sockets(Plugin):
 
         socks = [listener.socket for listener in self.listeners]
         return wait_queue_empty(socks, self.options.drain_quiet, deadline)
+
+
+_SECTION = "sockets"
+
+
+def _take_handed() -> list[tuple[str, int]]:
+    """The ``[spec, descriptor]`` pairs in the hand-over, removed from it."""
+    handed = _handover.take(_SECTION) or []
+    return [(str(spec), fd) for spec, fd in handed if isinstance(fd, int)]
+
+
+def _put_handed(handed: list[tuple[str, int]]) -> None:
+    if handed:
+        _handover.put(_SECTION, handed, (fd for _, fd in handed))
+
+
+def _claim(handed: list[tuple[str, int]], spec: str) -> int | None:
+    """Remove and return the first handed-over descriptor for ``spec``."""
+    for index, (handed_spec, fd) in enumerate(handed):
+        if handed_spec == spec:
+            del handed[index]
+            return fd
+    return None
 
 
 def bind(address: Address, options: SocketsOptions) -> Listener:
