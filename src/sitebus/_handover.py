@@ -25,10 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
+from typing import Any
 
 __all__ = ["ENV", "close_unclaimed", "put", "take"]
 

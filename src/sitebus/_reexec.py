@@ -18,11 +18,11 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import _handover
 from .errors import describe
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
     from ._wakeup import Wakeup
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
-    from typing import Any, ClassVar, TypeVar
-
     from .bus import Bus
 
     F = TypeVar("F", bound=Callable[..., Any])

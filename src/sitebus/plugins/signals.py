@@ -18,16 +18,14 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType, MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from .._options import Options
 from ..bus import WARNING, State
 from ..errors import ConfigError, StateError
 from ..plugin import Plugin
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
-    from typing import Any
-
     from ..bus import Bus
 
     Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
