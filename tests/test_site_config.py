@@ -423,3 +423,14 @@ def test_a_plugin_is_found_by_its_entry_point_name(tmp_path: Path, clean_imports
         f"{path}: plugin[0].use: no entry point 'cahce' in the sitebus.plugins group; "
         'did you mean "cache"? (installed: '
     )
+
+
+def test_an_asgi_app_named_as_wsgi_is_refused(tmp_path: Path, clean_imports: None) -> None:
+    (tmp_path / "cfg_async.py").write_text("async def app(scope, receive, send): pass\n")
+    path = write(tmp_path, '[[app]]\nmount = "/"\nwsgi = "cfg_async:app"\n')
+    with pytest.raises(ConfigError) as caught:
+        check_imports(load(path))
+    assert str(caught.value) == (
+        f"{path}: app[0].wsgi: 'cfg_async:app' is an ASGI app (it is called as a coroutine): "
+        "expected asgi = 'cfg_async:app'"
+    )

@@ -57,7 +57,13 @@ def check_imports(config: SiteConfig) -> SiteImports:
     app_middleware = []
     for index, app in enumerate(config.apps):
         keypath = f"app[{index}]"
-        apps.append(_callable(file, f"{keypath}.{app.kind}", app.target, f"a {app.kind} app"))
+        found = _callable(file, f"{keypath}.{app.kind}", app.target, f"a {app.kind} app")
+        if app.kind == "wsgi" and _is_asgi(found):
+            raise ConfigError(
+                f"{file}: {keypath}.wsgi: {app.target!r} is an ASGI app (it is called as a "
+                f"coroutine): expected asgi = {app.target!r}"
+            )
+        apps.append(found)
         app_middleware.append(
             tuple(
                 _callable(file, f"{keypath}.middleware[{i}]", spec, "a middleware factory")
@@ -85,6 +91,16 @@ def _callable(file: str, keypath: str, spec: str, expected: str) -> Callable[...
             f"which is not callable: expected {expected}"
         )
     return found  # type: ignore[no-any-return]  # callable() narrowed it
+
+
+def _is_asgi(app: object) -> bool:
+    """Whether calling ``app`` surely makes a coroutine: an ``async def`` function or method.
+
+    Only this direction is checked: an ASGI app may also be a plain callable
+    returning an awaitable, which cannot be told from a WSGI app without calling it.
+    """
+    call = getattr(type(app), "__call__", None)  # noqa: B004  # the method, not callable()
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
 
 
 def _import(file: str, keypath: str, spec: str) -> Any:
