@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,33 @@ def test_an_app_without_lifespan_support_does_not_stop_the_others(apps: dict[str
     sent = run_lifespan(ASGIDispatcher({"/star": apps["/star"], "/other": http_only}))
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert events == ["startup", "shutdown"]
+
+
+def test_an_asgi_prefix_is_appended_to_the_servers_root_path() -> None:
+    """Under a server's own root_path the prefix is appended, and ``path`` stays whole."""
+    seen: list[tuple[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["root_path"], scope["path"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def noop(message: Any) -> None:
+        pass
+
+    dispatcher = ASGIDispatcher({"/star": app})
+    for path in ("/outer/star/x", "/star/x"):  # with root_path in path (the spec), and without
+        scope = {"type": "http", "path": path, "root_path": "/outer"}
+        asyncio.run(dispatcher(scope, noop, noop))
+    assert seen == [("/outer/star", "/outer/star/x"), ("/outer/star", "/outer/star/x")]
+
+
+def test_wsgi_apps_in_an_asgi_site_run_on_a_thread_pool_not_the_event_loop() -> None:
+    def where(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    with TestClient(ASGIDispatcher({}, wsgi={"/": where})) as client:
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)
+        served_by = client.get("/").text
+    assert served_by.startswith("WSGI") and served_by != loop_thread
