@@ -279,6 +279,9 @@ def test_set_overrides_a_value_with_the_same_validation(tmp_path: Path) -> None:
     assert error_of(path, ("server[3].bind=x",)) == (
         f"{path}: --set server[3].bind=x: server has 1 entries: expected an index up to 1"
     )
+    assert error_of(path, ("autoreload=3",)) == (
+        f"{path}: autoreload: expected a table, got integer 3 (from --set autoreload=3)"
+    )
     assert error_of(path, ("nonsense",)) == (
         f"{path}: --set 'nonsense': expected section.key=value, "
         "as site.name=blog or server[0].bind=127.0.0.1:9000"

@@ -266,9 +266,10 @@ def _config(raw: dict[str, Any], file: str, where: Where) -> SiteConfig:
     for section, (cls, exclude, path_keys) in _PLUGIN_SECTIONS.items():
         if section in raw:
             extra = {}
-            if section == "autoreload" and "config_file" not in raw[section]:
+            table = raw[section]
+            if section == "autoreload" and isinstance(table, dict) and "config_file" not in table:
                 extra["config_file"] = file  # a change of the site file reloads the site
-            table = _paths(raw[section], base, path_keys)
+            table = _paths(table, base, path_keys)
             values[section] = build(cls, table, where, section, exclude=exclude, extra=extra)
     config = SiteConfig(**values)
     _check_site(config, where)
