@@ -8,6 +8,7 @@ Starlette's (which runs the lifespan too) or by hand.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -271,3 +272,23 @@ def test_wsgi_apps_in_an_asgi_site_run_on_a_thread_pool_not_the_event_loop() -> 
         loop_thread = client.portal.call(lambda: threading.current_thread().name)
         served_by = client.get("/").text
     assert served_by.startswith("WSGI") and served_by != loop_thread
+
+
+def test_a_non_ascii_prefix_matches_the_wsgi_form_of_the_path(apps: dict[str, Any]) -> None:
+    """PATH_INFO holds UTF-8 bytes as latin-1 (PEP 3333); a prefix like ``/café`` still matches."""
+    client = Client(WSGIDispatcher({"/café": apps["/"]}))
+    response = client.get("/café/menu")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == (
+        f"plain script_name={'/café'.encode().decode('latin-1')!r} path_info='/menu' trail="
+    )
+
+
+def test_loading_a_site_file_and_mounting_wsgi_apps_imports_no_asyncio() -> None:
+    """A site of WSGI apps pays for neither asyncio nor importlib.metadata at import."""
+    code = (
+        "import sys, sitebus.site.config, sitebus.site.mount; "
+        "print(sorted({'asyncio', 'importlib.metadata'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .._options import Options
@@ -114,6 +113,8 @@ def _plugin_class(file: str, keypath: str, use: str) -> type[Plugin]:
     if ":" in use:
         found = _import(file, keypath, use)
     else:
+        from importlib import metadata  # only entry-point names need it: ~10 ms to import
+
         points = {point.name: point for point in metadata.entry_points(group=ENTRY_POINT_GROUP)}
         if use not in points:
             known = ", ".join(sorted(points)) or "none are installed"

@@ -18,13 +18,14 @@ the outermost (``wrap``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MissingExtraError, describe
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._check import SiteImports
     from .config import SiteConfig
 
@@ -209,6 +210,10 @@ class _AppLifespan:
     """One mounted app's lifespan, run as a task fed by its own queues."""
 
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        # asyncio is imported here, not with the module: a site of WSGI apps
+        # alone never needs it, and it is a quarter of this package's import time.
+        import asyncio
+
         self.supported = True
         self._error: Exception | None = None
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -235,14 +240,14 @@ class _AppLifespan:
         if reply["type"] == "lifespan.startup.complete":
             return None
         self._task.cancel()  # a failed app may still wait for messages: none will come
-        await asyncio.wait([self._task])
+        await _finished(self._task)
         return self._failure(reply)
 
     async def shutdown(self) -> str | None:
         """None when shut down cleanly, else why not."""
         await self._inbox.put({"type": "lifespan.shutdown"})
         reply = await self._outbox.get()
-        await asyncio.wait([self._task])
+        await _finished(self._task)
         if reply is None:
             return describe(self._error) if self._error else "returned during shutdown"
         if reply["type"] == "lifespan.shutdown.complete":
@@ -258,6 +263,13 @@ class _AppLifespan:
             return describe(self._error)
         lines = str(reply.get("message") or "").strip().splitlines()
         return lines[-1] if lines else str(reply["type"])
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    """Wait until ``task`` is done, without raising what it raised or its cancellation."""
+    import asyncio
+
+    await asyncio.wait([task])
 
 
 async def _not_found(scope: Scope, send: Send) -> None:
