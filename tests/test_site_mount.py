@@ -292,3 +292,27 @@ def test_loading_a_site_file_and_mounting_wsgi_apps_imports_no_asyncio() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_asgi_site_serves_its_wsgi_apps_again_after_a_stop_and_a_start(
+    apps: dict[str, Any],
+) -> None:
+    """The lifespan shutdown ends the WSGI thread pools; the next startup makes new ones."""
+    dispatcher = ASGIDispatcher({"/star": apps["/star"]}, wsgi={"/": apps["/"]})
+    for _ in range(2):
+        with TestClient(dispatcher) as client:
+            assert client.get("/x").status_code == 200
+
+
+def test_a_failing_lifespan_shutdown_names_the_app() -> None:
+    async def breaks_on_stop(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise OSError("disk gone")
+
+    sent = run_lifespan(ASGIDispatcher({"/db": breaks_on_stop}))
+    assert sent[-1] == {
+        "type": "lifespan.shutdown.failed",
+        "message": "the app mounted at '/db' failed to stop: OSError: disk gone",
+    }

@@ -126,8 +126,19 @@ class ASGIDispatcher:
         wsgi: Mapping[str, WSGIApp] | None = None,
         threads: int = 10,
     ) -> None:
+        self._asgi = dict(mounts)
+        self._wsgi = dict(wsgi or {})
+        self._threads = threads
+        self._lifespan_apps = [(_prefix(mount), app) for mount, app in mounts.items()]
+        self._adapters: list[Any] = []
+        self._mounts: list[tuple[str, Any]] = []
+        self._closed = False
+        self._open()
+
+    def _open(self) -> None:
+        """Mount the apps, the WSGI ones each through an adapter with a new thread pool."""
         adapters = {}
-        if wsgi:
+        if self._wsgi:
             try:
                 from a2wsgi import WSGIMiddleware  # only a site mixing WSGI into ASGI needs it
             except ModuleNotFoundError as exc:
@@ -136,12 +147,12 @@ class ASGIDispatcher:
                 ) from exc
             adapters = {
                 # a2wsgi types the environ as a TypedDict; PEP 3333 gives a plain dict.
-                mount: WSGIMiddleware(app, workers=threads)  # type: ignore[arg-type]
-                for mount, app in wsgi.items()
+                mount: WSGIMiddleware(app, workers=self._threads)  # type: ignore[arg-type]
+                for mount, app in self._wsgi.items()
             }
         self._adapters = list(adapters.values())
-        self._lifespan_apps = [(_prefix(mount), app) for mount, app in mounts.items()]
-        self._mounts = _longest_first([*mounts.items(), *adapters.items()])
+        self._mounts = _longest_first([*self._asgi.items(), *adapters.items()])
+        self._closed = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -163,15 +174,23 @@ class ASGIDispatcher:
         await app(child, receive, send)
 
     def close(self) -> None:
-        """End the WSGI apps' thread pools, waiting for requests still running there."""
+        """End the WSGI apps' thread pools, waiting for requests still running there.
+
+        Idle pool threads would otherwise hold up the end of the process. The
+        next lifespan startup (a site started again in the same process) gives
+        the WSGI apps new pools.
+        """
         for adapter in self._adapters:
             adapter.executor.shutdown(wait=True)
+        self._closed = True
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        if self._closed:
+            self._open()
         started: list[_AppLifespan] = []
         for prefix, app in self._lifespan_apps:
-            lifespan = _AppLifespan(app, scope)
+            lifespan = _AppLifespan(prefix, app, scope)
             failure = await lifespan.startup()
             if failure is not None:
                 await _shutdown(started)
@@ -202,18 +221,19 @@ async def _shutdown(started: list[_AppLifespan]) -> list[str]:
     for lifespan in reversed(started):
         failure = await lifespan.shutdown()
         if failure is not None:
-            failures.append(failure)
+            failures.append(f"the app mounted at {lifespan.prefix!r} failed to stop: {failure}")
     return failures
 
 
 class _AppLifespan:
     """One mounted app's lifespan, run as a task fed by its own queues."""
 
-    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+    def __init__(self, prefix: str, app: ASGIApp, scope: Scope) -> None:
         # asyncio is imported here, not with the module: a site of WSGI apps
         # alone never needs it, and it is a quarter of this package's import time.
         import asyncio
 
+        self.prefix = prefix or "/"
         self.supported = True
         self._error: Exception | None = None
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
