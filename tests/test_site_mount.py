@@ -316,3 +316,14 @@ def test_a_failing_lifespan_shutdown_names_the_app() -> None:
         "type": "lifespan.shutdown.failed",
         "message": "the app mounted at '/db' failed to stop: OSError: disk gone",
     }
+
+
+def test_in_an_asgi_site_each_wsgi_apps_pool_has_the_servers_threads(apps: dict[str, Any]) -> None:
+    config = load(SITE, ("server[0].threads=3", "server[1].threads=7"))
+    kind, app = site_app(config, check_imports(config))
+    assert kind == "asgi"
+    pools = [adapter.executor for adapter in app._adapters]
+    try:
+        assert [pool._max_workers for pool in pools] == [7, 7, 7, 7]
+    finally:
+        app.close()

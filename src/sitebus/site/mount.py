@@ -305,7 +305,8 @@ def site_app(config: SiteConfig, imported: SiteImports) -> tuple[str, Any]:
     """The site's one app, ``("wsgi", app)`` or ``("asgi", app)``, built from the file.
 
     Each app gets its own middleware, the dispatcher mounts them all (WSGI when
-    every app is WSGI, else ASGI with the WSGI apps adapted), and the site
+    every app is WSGI, else ASGI with the WSGI apps adapted, each on a pool of
+    as many threads as the servers' largest ``threads``), and the site
     middleware wraps the dispatcher.
     """
     wsgi: dict[str, Any] = {}
@@ -315,5 +316,9 @@ def site_app(config: SiteConfig, imported: SiteImports) -> tuple[str, Any]:
     ):
         (wsgi if section.kind == "wsgi" else asgi)[section.mount] = wrap(app, middleware)
     kind = "asgi" if asgi else "wsgi"
-    dispatcher: Any = ASGIDispatcher(asgi, wsgi=wsgi) if asgi else WSGIDispatcher(wsgi)
+    # In an ASGI site the WSGI apps' pools are their request threads.
+    threads = max(server.threads for server in config.servers)
+    dispatcher: Any = (
+        ASGIDispatcher(asgi, wsgi=wsgi, threads=threads) if asgi else WSGIDispatcher(wsgi)
+    )
     return kind, wrap(dispatcher, imported.site_middleware)
