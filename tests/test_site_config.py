@@ -72,7 +72,7 @@ def test_a_full_file_becomes_the_plugins_own_options(tmp_path: Path) -> None:
         asgi = "front:app"
 
         [privileges]
-        user = "www-data"
+        user = "root"
 
         [pidfile]
         path = "/run/site.pid"
@@ -103,7 +103,7 @@ def test_a_full_file_becomes_the_plugins_own_options(tmp_path: Path) -> None:
         ("/blog", "wsgi", "blog:app"),
         ("/", "asgi", "front:app"),
     ]
-    assert config.privileges == PrivilegesOptions(user="www-data")
+    assert config.privileges == PrivilegesOptions(user="root")
     assert config.pidfile == PidfileOptions(path="/run/site.pid")
     assert config.log == LogsOptions(format="json", level="DEBUG")
     assert config.signals is not None and config.signals.actions["SIGUSR2"] == "graceful"
@@ -436,4 +436,15 @@ def test_an_asgi_app_named_as_wsgi_is_refused(tmp_path: Path, clean_imports: Non
     assert str(caught.value) == (
         f"{path}: app[0].wsgi: 'cfg_async:app' is an ASGI app (it is called as a coroutine): "
         "expected asgi = 'cfg_async:app'"
+    )
+
+
+def test_an_unknown_user_or_group_is_named_when_the_file_is_loaded(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[privileges]\nuser = "no-such-user-here"\n')
+    assert error_of(path) == (
+        f"{path}: privileges.user: unknown user 'no-such-user-here': not in the password database"
+    )
+    assert error_of(path, ("privileges.user=0", "privileges.group=no-such-group")) == (
+        f"{path}: privileges.group: unknown group 'no-such-group': not in the group database "
+        "(from --set privileges.group=no-such-group)"
     )

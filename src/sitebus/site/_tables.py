@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .._options import _REQUIRED, Options, _conforms, _tuples_for_lists, _type_name
 from ..errors import ConfigError
 
-__all__ = ["FieldError", "Where", "build", "did_you_mean", "toml_type"]
+__all__ = ["FieldError", "Where", "build", "did_you_mean", "field_named", "toml_type"]
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 
@@ -107,14 +107,14 @@ def build(
     except FieldError as exc:
         raise where.error(_join(keypath, exc.field), str(exc)) from exc
     except ConfigError as exc:
-        raise where.error(_field_named(keypath, str(exc), table), str(exc)) from exc
+        raise where.error(field_named(keypath, str(exc), table), str(exc)) from exc
 
 
 def _join(keypath: str, key: str) -> str:
     return f"{keypath}.{key}" if keypath else key
 
 
-def _field_named(keypath: str, message: str, table: Mapping[str, Any]) -> str:
+def field_named(keypath: str, message: str, table: Mapping[str, Any]) -> str:
     """``section.key`` when the plugin's message names exactly one key of the table.
 
     The plugins' options classes name the field in their messages ("debounce

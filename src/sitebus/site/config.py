@@ -24,13 +24,13 @@ from ..plugins._reload_options import AutoreloadOptions
 from ..plugins.daemon import DaemonOptions
 from ..plugins.logs import LogsOptions
 from ..plugins.pidfile import PidfileOptions
-from ..plugins.privileges import PrivilegesOptions
+from ..plugins.privileges import PrivilegesOptions, resolve
 from ..plugins.signals import SignalsOptions
 from ..plugins.tasks import TasksOptions
 from ._check import SiteImports, check_imports
 from ._imports import check_form
 from ._overrides import apply_overrides
-from ._tables import FieldError, Where, build, did_you_mean, toml_type
+from ._tables import FieldError, Where, build, did_you_mean, field_named, toml_type
 
 __all__ = [
     "AppSection",
@@ -273,7 +273,18 @@ def _config(raw: dict[str, Any], file: str, where: Where) -> SiteConfig:
             values[section] = build(cls, table, where, section, exclude=exclude, extra=extra)
     config = SiteConfig(**values)
     _check_site(config, where)
+    _check_privileges(config.privileges, raw.get("privileges", {}), where)
     return config
+
+
+def _check_privileges(options: PrivilegesOptions | None, table: Any, where: Where) -> None:
+    """A user or group missing from this system's databases is named now, not at start."""
+    if options is None or (options.user is None and options.group is None):
+        return
+    try:
+        resolve(options.user, options.group, options.supplementary_groups)
+    except ConfigError as exc:
+        raise where.error(field_named("privileges", str(exc), table), str(exc)) from exc
 
 
 def _array(raw: dict[str, Any], section: str, where: Where) -> list[tuple[str, Any]]:
