@@ -215,6 +215,14 @@ def test_out_of_range_values_run_the_plugins_own_validation(tmp_path: Path) -> N
     )
 
 
+def test_a_plugins_error_points_at_the_only_key_given(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[signals.actions]\nSIGFOO = "exit"\n')
+    assert error_of(path) == (
+        f"{path}: signals.actions: unknown or unhandleable signal 'SIGFOO': expected a name "
+        "such as 'SIGTERM', 'SIGHUP' or 'SIGUSR2'"
+    )
+
+
 def test_fields_a_file_cannot_give_are_unknown_keys(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "[tasks]\nclock = 1\n")
     assert error_of(path) == f"{path}: tasks.clock: unknown key (expected one of: join_timeout)"

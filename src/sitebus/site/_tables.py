@@ -23,7 +23,11 @@ OptionsT = TypeVar("OptionsT", bound=Options)
 
 
 class FieldError(ConfigError):
-    """A ``__post_init__`` check of a site section that knows which field is wrong."""
+    """A ``__post_init__`` check of a site section that knows which field is wrong.
+
+    ``field`` is empty when the section as a whole is (two keys that exclude
+    each other).
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -105,7 +109,7 @@ def build(
     try:
         return cls(**values)
     except FieldError as exc:
-        raise where.error(_join(keypath, exc.field), str(exc)) from exc
+        raise where.error(_join(keypath, exc.field) if exc.field else keypath, str(exc)) from exc
     except ConfigError as exc:
         raise where.error(field_named(keypath, str(exc), table), str(exc)) from exc
 
@@ -119,7 +123,9 @@ def field_named(keypath: str, message: str, table: Mapping[str, Any]) -> str:
 
     The plugins' options classes name the field in their messages ("debounce
     -1 must be ..."), not as data; when one key given matches, the error points
-    at it, else at the section.
+    at it; so does a table of one key. Else the error points at the section.
     """
     named = [key for key in table if re.search(rf"\b{re.escape(key)}\b", message)]
+    if len(named) != 1 and len(table) == 1:
+        named = list(table)  # the defaults are valid: the one key given is at fault
     return _join(keypath, named[0]) if len(named) == 1 else keypath

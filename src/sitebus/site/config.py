@@ -134,9 +134,10 @@ class AppSection(Options):
         object.__setattr__(self, "mount", mount.rstrip("/") or "/")
         if (self.wsgi is None) == (self.asgi is None):
             has = "both wsgi and asgi" if self.wsgi is not None else "neither wsgi nor asgi"
-            raise ConfigError(
+            raise FieldError(
+                "",  # the section as a whole
                 f'has {has}: expected exactly one, as wsgi = "pkg.module:app" '
-                'or asgi = "pkg.module:app"'
+                'or asgi = "pkg.module:app"',
             )
         for name in ("wsgi", "asgi"):
             spec = getattr(self, name)
