@@ -327,3 +327,23 @@ def test_in_an_asgi_site_each_wsgi_apps_pool_has_the_servers_threads(apps: dict[
         assert [pool._max_workers for pool in pools] == [7, 7, 7, 7]
     finally:
         app.close()
+
+
+def test_in_an_asgi_site_the_site_middleware_wraps_the_dispatcher_and_app_middleware_the_app(
+    apps: dict[str, Any],
+) -> None:
+    config = load(
+        SITE,
+        (
+            "site.middleware=['middleware:asgi_site_outer', 'middleware:asgi_site_inner']",
+            "app[0].middleware=['middleware:app_outer', 'middleware:app_inner']",
+        ),
+    )
+    kind, app = site_app(config, check_imports(config))
+    assert kind == "asgi"
+    with TestClient(app) as client:
+        assert client.get("/x").text == (
+            "plain script_name='' path_info='/x' "
+            "trail=asgi_site_outer,asgi_site_inner,app_outer,app_inner"
+        )
+        assert client.get("/star/hello").status_code == 200

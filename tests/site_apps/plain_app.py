@@ -1,6 +1,7 @@
 """A plain WSGI app that answers with what it was given: the path split and a trail.
 
-``test.trail`` is the list the middleware in ``middleware.py`` append to, in
+``test.trail`` (in the environ, or in the ASGI scope behind the ASGI
+dispatcher) is the list the middleware in ``middleware.py`` append to, in
 the order they saw the request.
 """
 
@@ -11,7 +12,9 @@ from typing import Any
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    trail = ",".join(environ.get("test.trail", []))
+    # Behind the ASGI dispatcher, ASGI middleware left their trail in the scope.
+    scope_trail = environ.get("asgi.scope", {}).get("test.trail", [])
+    trail = ",".join([*scope_trail, *environ.get("test.trail", [])])
     body = f"plain script_name={environ['SCRIPT_NAME']!r} path_info={environ['PATH_INFO']!r}"
     body += f" trail={trail}"
     start_response("200 OK", [("Content-Type", "text/plain")])
