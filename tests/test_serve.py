@@ -346,3 +346,16 @@ def test_bad_option_values_are_one_usage_line(option: list[str], message: str) -
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_dependency_of_the_app_is_named_with_its_traceback() -> None:
+    """The module exists but imports one that does not: the error names that one."""
+    done = run_sitebus("serve", "serve_dep_app:app", "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    first, *rest = done.stderr.splitlines()
+    assert first == (
+        'sitebus: error: Module "serve_dep_app" of "serve_dep_app:app" could not import '
+        "its dependency \"serve_dep\": No module named 'serve_dep'"
+    )
+    assert f'File "{CHILDREN / "serve_dep_app.py"}", line 7, in <module>' in done.stderr
+    assert rest[0] == "Traceback (most recent call last):"

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from ._stderr_log import LEVELS, StderrLog
-from .bus import Bus
-from .errors import ImportStringError, SitebusError, StartError
+from .bus import ERROR, Bus
+from .errors import AppError, ImportStringError, SitebusError, StartError
 from .plugins.signals import Signals
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["load_app", "main"]
+__all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
 _ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
 
@@ -36,14 +38,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
-    except StartError as exc:
-        cause = exc.__cause__
-        message = str(cause) if isinstance(cause, SitebusError) else str(exc)
-        print(f"sitebus: error: {message}", file=sys.stderr)
-        return 1
     except SitebusError as exc:
-        print(f"sitebus: error: {exc}", file=sys.stderr)
+        error: SitebusError = exc
+        if isinstance(exc, StartError) and isinstance(exc.__cause__, SitebusError):
+            error = exc.__cause__
+        print(f"sitebus: error: {error}", file=sys.stderr)
+        if isinstance(error, AppError) and error.__cause__ is not None:
+            print(app_traceback(error.__cause__), file=sys.stderr)
         return 1
+
+
+def app_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by the app's code, without sitebus's frames.
+
+    The import machinery's frames and sitebus's own say nothing about the
+    app: what is left points at the file and line of the app that failed.
+    """
+    ours = (
+        "<frozen importlib",
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(importlib.__file__) + os.sep,
+    )
+    summary = traceback.TracebackException.from_exception(exc)
+    for part in _chain(summary):
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not frame.filename.startswith(ours)]
+        )
+    return "".join(summary.format()).rstrip("\n")
+
+
+def _chain(summary: traceback.TracebackException) -> list[traceback.TracebackException]:
+    parts, seen = [summary], {id(summary)}
+    for part in parts:
+        for linked in (part.__cause__, part.__context__):
+            if linked is not None and id(linked) not in seen:
+                seen.add(id(linked))
+                parts.append(linked)
+    return parts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,8 +209,15 @@ def _serve(args: argparse.Namespace) -> int:
     log = StderrLog(args.log_level, hold=args.log_level != "debug")
     log.take_stdlib_records()  # the engine's and the app's logging, once loaded
     thresholds = _pause_collector()
+    failed: AppError | None = None
     try:
-        app = load_app(args.app)
+        try:
+            app = load_app(args.app)
+        except AppError as exc:
+            if not args.reload:
+                raise
+            # Development: serve a 500 and watch the failed files until they are fixed.
+            app, failed = _unavailable_app(exc), exc
         engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
     finally:
         _resume_collector(thresholds)
@@ -205,9 +243,18 @@ def _serve(args: argparse.Namespace) -> int:
     sockets.subscribe()
     server.subscribe()
     if args.reload:
-        from .plugins.autoreload import Autoreload
+        from .plugins.autoreload import Autoreload, AutoreloadOptions
 
-        Autoreload(bus).subscribe()
+        watch: list[str] = []
+        if failed is not None:
+            cause = failed.__cause__
+            if cause is not None:
+                watch = failed_sources(cause)
+                message = f"{failed}\n{app_traceback(cause)}"
+            else:
+                message = str(failed)
+            bus.log(f"{message}\nServing 500 until a source file changes", ERROR)
+        Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     signals = Signals(bus)
     signals.subscribe()
     try:
@@ -253,6 +300,9 @@ def load_app(spec: str) -> Any:
     """Resolve ``"pkg.module:attr"``, the current directory first on ``sys.path``.
 
     Like gunicorn and uvicorn: a site is usually started from its own folder.
+    Raises ``ImportStringError`` when ``spec`` is malformed or names no
+    module, and ``AppError`` when the module's own code fails (its exception
+    is ``__cause__``) or lacks the attribute.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -261,24 +311,53 @@ def load_app(spec: str) -> Any:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        __import__(module_name)  # importlib.import_module, without loading importlib
-        module = sys.modules[module_name]
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        missing = exc.name or ""
+        if missing == module_name or module_name.startswith(f"{missing}."):
             raise ImportStringError(
                 f'Could not import module "{module_name}" of "{spec}": no such module'
             ) from exc
-        raise ImportStringError(f'Error importing "{spec}": {exc}') from exc
+        raise AppError(
+            f'Module "{module_name}" of "{spec}" could not import its dependency "{missing}": {exc}'
+        ) from exc
     except Exception as exc:
-        raise ImportStringError(f'Error importing "{spec}": {type(exc).__name__}: {exc}') from exc
+        raise AppError(f'Error importing "{spec}": {type(exc).__name__}: {exc}') from exc
     app: Any = module
     for part in attr.split("."):
         try:
             app = getattr(app, part)
         except AttributeError:
-            raise ImportStringError(
-                f'Attribute "{attr}" not found in module "{module_name}".'
-            ) from None
+            raise AppError(f'Attribute "{attr}" not found in module "{module_name}".') from None
     if not callable(app):
-        raise ImportStringError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
+        raise AppError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
+
+
+def failed_sources(exc: BaseException) -> list[str]:
+    """The source files of the modules whose code raised ``exc`` as they ran.
+
+    A module that fails while it is imported leaves ``sys.modules``, so
+    autoreload would not watch it: these are the files to watch for its fix.
+    """
+    files = []
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_name == "<module>":
+            files.append(frame.f_code.co_filename)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        files.append(exc.filename)
+    return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
+
+
+def _unavailable_app(error: AppError) -> Callable[..., Any]:
+    """A WSGI app that answers 500 with ``error``: what ``serve --reload`` serves meanwhile."""
+    body = (
+        f"The app could not be loaded; it is served again once a source file changes.\n{error}\n"
+    ).encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+
+    def unavailable(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("500 Internal Server Error", headers)
+        return [body]
+
+    return unavailable
