@@ -359,3 +359,25 @@ def test_a_missing_dependency_of_the_app_is_named_with_its_traceback() -> None:
     )
     assert f'File "{CHILDREN / "serve_dep_app.py"}", line 7, in <module>' in done.stderr
     assert rest[0] == "Traceback (most recent call last):"
+
+
+def test_a_wsgi_app_on_uvicorn_answers_through_the_adapter(spawn: Spawn) -> None:
+    args = [str(CHILDREN / "serve_reporting.py"), "hello_app:app", "--bind", "127.0.0.1:0"]
+    child = spawn([*args, "--engine", "uvicorn"], cwd=CHILDREN)
+    port = int(expect(child, "uvicorn serving on http://127.0.0.1:").rsplit(":", 1)[1])
+    assert get(port) == (200, f"hello {child.pid}".encode())
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+
+
+def test_a_failed_asgi_lifespan_startup_prints_its_cause_and_traceback() -> None:
+    done = run_sitebus("serve", "hello_app:failing_startup", "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    first, *rest = done.stderr.splitlines()
+    assert first == (
+        "sitebus: error: uvicorn did not start: the ASGI lifespan startup failed: "
+        "RuntimeError: no database"
+    )
+    assert "in _connect_database" in done.stderr
+    assert rest[-1] == "RuntimeError: no database", done.stderr

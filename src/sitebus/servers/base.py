@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     App = Callable[..., Any]
 
-__all__ = ["ENGINES", "Server", "ServerOptions", "load_engine"]
+__all__ = ["ENGINES", "Server", "ServerOptions", "as_asgi", "is_asgi", "load_engine"]
 
 # name -> (module, class, pip extra); modules are imported only when chosen.
 ENGINES: dict[str, tuple[str, str, str | None]] = {
@@ -170,6 +170,24 @@ def load_engine(name: str) -> type[Server]:
         ) from exc
     engine: type[Server] = getattr(module, class_name)
     return engine
+
+
+def as_asgi(app: App, *, threads: int = 10) -> App:
+    """``app`` as an ASGI app: itself if it is one, else a WSGI app adapted by a2wsgi.
+
+    a2wsgi's ``WSGIMiddleware`` runs each WSGI request on a pool of
+    ``threads`` threads and streams its body back to the event loop, so one
+    ASGI engine can serve WSGI and ASGI apps side by side.
+    """
+    if is_asgi(app):
+        return app
+    try:
+        from a2wsgi import WSGIMiddleware  # the uvicorn extra brings it
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            "Serving a WSGI app on an ASGI engine needs a2wsgi: pip install 'sitebus[uvicorn]'"
+        ) from exc
+    return WSGIMiddleware(app, workers=threads)
 
 
 def is_asgi(app: App) -> bool:
