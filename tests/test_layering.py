@@ -99,21 +99,15 @@ print(json.dumps(sorted(sys.modules)))
 
 # Modules the serve path once loaded for little use, each a millisecond or
 # more of every start and restart: dataclasses (with inspect, ast and dis)
-# for option records, shutil (with zlib, bz2, lzma) for argparse's terminal
-# width, the IDNA codec for encoding "127.0.0.1", ctypes for a stop's filter,
-# inspect to tell an ASGI app from a WSGI one; logging and typing (7 ms
-# together), which the bare wsgiref engine does without, for type hints and
-# a log that can do without them until an app or engine loads them;
-# contextlib and importlib (half a millisecond) for a decorator, a few
-# suppressed errors and one import_module.
+# for option records, the IDNA codec for encoding "127.0.0.1", ctypes for a
+# stop's filter; typing (about 5 ms), for type hints. contextlib and
+# importlib are welcome: the default engines load them anyway.
 HEAVY = [
     "ast",
-    "contextlib",
     "ctypes",
     "dataclasses",
     "dis",
     "encodings.idna",
-    "importlib",
     "inspect",
     "logging",
     "lzma",

@@ -336,9 +336,21 @@ def test_an_asgi_app_on_a_wsgi_engine_is_one_line() -> None:
     ("option", "message"),
     [
         (["--threads", "0"], "argument --threads: '0' is not a whole number of at least 1"),
-        (["--backlog", "-5"], "argument --backlog: '-5' is not a whole number of at least 1"),
-        (["--graceful-timeout", "-1"], "'-1' is not a number of seconds >= 0"),
-        (["--unix-mode", "9z"], "'9z' is not octal permission bits such as 660"),
+        (["--backlog", "-5"], "argument --backlog: '-5' is not a whole number from 1 to 65535"),
+        (["--graceful-timeout", "-1"], "'-1' is not a number of seconds from 0 to 86400"),
+        (
+            ["--graceful-timeout", "1e10"],
+            "argument --graceful-timeout: '1e10' is not a number of seconds from 0 to 86400",
+        ),
+        (
+            ["--backlog", "99999999999999999999"],
+            "argument --backlog: '99999999999999999999' is not a whole number from 1 to 65535",
+        ),
+        (["--unix-mode", "9z"], "'9z' is not octal permission bits from 0 to 777, such as 660"),
+        (
+            ["--unix-mode", "7777"],
+            "argument --unix-mode: '7777' is not octal permission bits from 0 to 777",
+        ),
     ],
 )
 def test_bad_option_values_are_one_usage_line(option: list[str], message: str) -> None:

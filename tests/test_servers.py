@@ -197,14 +197,37 @@ def test_a_graceful_timeout_the_bus_would_cut_short_is_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"graceful_timeout": -1.0}, "graceful_timeout -1.0 is not a number of seconds >= 0"),
+        ({"graceful_timeout": -1.0}, "graceful_timeout -1.0 is not a number of seconds from 0"),
         ({"graceful_timeout": float("nan")}, "graceful_timeout nan is not a number"),
+        ({"graceful_timeout": 1e10}, r"graceful_timeout 10000000000.0 is not .* from 0 to 86400$"),
+        ({"graceful_timeout": "5"}, "graceful_timeout '5' is not a number of seconds$"),
         ({"threads": 0}, "threads 0 is not a whole number of at least 1"),
     ],
 )
 def test_bad_server_options_are_a_config_error(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerOptions(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backlog": 0}, "backlog 0 is not a whole number from 1 to 65535"),
+        (
+            {"backlog": 10**20},
+            "backlog 100000000000000000000 is not a whole number from 1 to 65535",
+        ),
+        ({"backlog": True}, "backlog True is not a whole number"),
+        ({"unix_mode": 0o7777}, "unix_mode 4095 is not permission bits from 0 to 0o777"),
+        ({"unix_mode": -1}, "unix_mode -1 is not permission bits"),
+    ],
+)
+def test_out_of_range_socket_options_are_a_config_error(
+    options: dict[str, Any], message: str
+) -> None:
+    """The bounds the command line checks hold for the options objects too."""
+    with pytest.raises(ConfigError, match=message):
+        SocketsOptions(**options)
 
 
 def test_missing_certificate_file_is_named(tmp_path: Path) -> None:

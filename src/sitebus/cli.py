@@ -21,6 +21,8 @@ from ._stderr_log import LEVELS, StderrLog
 from .bus import ERROR, Bus
 from .errors import AppError, ImportStringError, SitebusError, StartError
 from .plugins.signals import Signals
+from .servers import Sockets, SocketsOptions
+from .servers.base import GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
 if TYPE_CHECKING:
@@ -114,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--backlog",
-        type=_positive_int,
+        type=_backlog,
         metavar="N",
         help="the listen queue length, which also bounds how many connections wait "
         "across a restart (default 1024)",
@@ -177,33 +179,44 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _backlog(text: str) -> int:
+    """argparse type: a listen queue length, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 65535")
+    return value
+
+
 def _seconds(text: str) -> float:
-    """argparse type: a number of seconds, zero or more."""
+    """argparse type: a graceful timeout, 0 to a day."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    if not 0 <= value <= GRACEFUL_TIMEOUT_MAX:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to {GRACEFUL_TIMEOUT_MAX:g}"
+        )
     return value
 
 
 def _octal(text: str) -> int:
-    """argparse type: permission bits written in octal, such as 660."""
+    """argparse type: permission bits written in octal, 0 to 777, such as 660."""
     try:
         value = int(text, 8)
     except ValueError:
         value = -1
-    if not 0 <= value <= 0o7777:
-        raise argparse.ArgumentTypeError(f"{text!r} is not octal permission bits such as 660")
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not octal permission bits from 0 to 777, such as 660"
+        )
     return value
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Imported here: the servers package is not needed by the other commands.
-    from .servers import Sockets, SocketsOptions
-    from .servers.base import ServerOptions, is_asgi, load_engine
-
     # Debug shows everything as it happens; otherwise a start that fails
     # prints one line (its error) rather than the rollback's log.
     log = StderrLog(args.log_level, hold=args.log_level != "debug")

@@ -15,7 +15,6 @@ the next image and new connections wait in their queue for it.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import socket
 import sys
@@ -46,6 +45,9 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# A day: far beyond any sensible stop, and far within what timeouts and clocks can take.
+GRACEFUL_TIMEOUT_MAX = 86400.0
+
 # What a stop needs beyond the graceful timeout: uvicorn's lifespan shutdown
 # and the engines' last clean-up. The bus's listener_timeout must leave it.
 _STOP_SLACK = 5.0
@@ -65,9 +67,13 @@ class ServerOptions(Options):
     keyfile: str | None = None
 
     def __post_init__(self) -> None:
-        if not (self.graceful_timeout >= 0 and math.isfinite(self.graceful_timeout)):
+        timeout = self.graceful_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigError(f"graceful_timeout {timeout!r} is not a number of seconds")
+        if not 0 <= timeout <= GRACEFUL_TIMEOUT_MAX:  # also refuses nan
             raise ConfigError(
-                f"graceful_timeout {self.graceful_timeout!r} is not a number of seconds >= 0"
+                f"graceful_timeout {timeout!r} is not a number of seconds "
+                f"from 0 to {GRACEFUL_TIMEOUT_MAX:g}"
             )
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise ConfigError(f"threads {self.threads!r} is not a whole number of at least 1")

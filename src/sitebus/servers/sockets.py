@@ -19,7 +19,7 @@ import stat
 
 from .._options import Options
 from ..bus import Bus
-from ..errors import BindError
+from ..errors import BindError, ConfigError
 from ..plugin import Plugin, StartOrder, priority
 from . import _handoff
 from ._address import Address, parse_address, url
@@ -41,6 +41,16 @@ class SocketsOptions(Options):
     backlog: int = 1024
     unix_mode: int | None = None
     drain_quiet: float = 0.05
+
+    def __post_init__(self) -> None:
+        backlog = self.backlog  # the kernel caps it lower still (net.core.somaxconn)
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 65535:
+            raise ConfigError(f"backlog {backlog!r} is not a whole number from 1 to 65535")
+        mode = self.unix_mode
+        if mode is not None and (
+            isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777
+        ):
+            raise ConfigError(f"unix_mode {mode!r} is not permission bits from 0 to 0o777")
 
 
 class Listener:
