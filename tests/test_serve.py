@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CHILDREN, WAIT, Child
+from sitebus.errors import BindError
+from sitebus.servers import parse_address
 from test_servers import get
 
 Spawn = Callable[..., Child]
@@ -393,3 +395,18 @@ def test_a_failed_asgi_lifespan_startup_prints_its_cause_and_traceback() -> None
     )
     assert "in _connect_database" in done.stderr
     assert rest[-1] == "RuntimeError: no database", done.stderr
+
+
+@pytest.mark.parametrize(
+    "spec", ["127.0.0.1:²", "[::1]:٣", "fd://²", "fd://99999999999999999999", "unix:/tmp/a\0b"]
+)
+def test_an_address_it_does_not_accept_is_one_line(spec: str) -> None:
+    """Non-ASCII digits, a descriptor no C int holds, a NUL in a path: one line, no traceback."""
+    if "\0" in spec:  # no argument can carry a NUL: check the parser itself
+        with pytest.raises(BindError, match="must be in format"):
+            parse_address(spec)
+        return
+    done = run_sitebus("serve", "hello_app:app", "--bind", spec)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f'sitebus: error: Address "{spec}" must be in format')
+    assert len(done.stderr.splitlines()) == 1, done.stderr
