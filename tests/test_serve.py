@@ -410,3 +410,19 @@ def test_an_address_it_does_not_accept_is_one_line(spec: str) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f'sitebus: error: Address "{spec}" must be in format')
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_ctrl_c_twice_during_a_slow_asgi_lifespan_start_is_one_line(spawn: Spawn) -> None:
+    """The second Ctrl-C aborts the start: it rolls back and prints one line, no traceback."""
+    args = ["hello_app:slow_startup", "--bind", "127.0.0.1:0", "--engine", "uvicorn"]
+    child = spawn([str(CHILDREN / "serve_ctrl_c.py"), *args], cwd=CHILDREN)
+    child.expect("lifespan startup")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.expect("exited 130")
+    assert child.wait() == 130
+    assert child.stderr() == (
+        "sitebus: interrupted while starting; what had started was stopped\n"
+    ), child.output()

@@ -40,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the bus took signals over (a slow app import), or a
+        # second one during a slow start: the start rolled back on its way here.
+        print("sitebus: interrupted while starting; what had started was stopped", file=sys.stderr)
+        return 130
     except SitebusError as exc:
         error: SitebusError = exc
         if isinstance(exc, StartError) and isinstance(exc.__cause__, SitebusError):
@@ -273,8 +278,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         try:
             bus.start()
-        except StartError:
-            log.finish(show=False)  # main() prints the one line that says it all
+        except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
+            log.finish(show=False)
             raise
         log.finish(show=True)
         return bus.block()
