@@ -4,9 +4,10 @@ Why not watchfiles here: its ``watch()`` sleeps in steps (50 ms by default)
 and takes the GIL after each one to check for a stop request, so an idle
 process still wakes 20 times a second. inotify_simple is a thin, maintained
 binding of the kernel calls; with it the watcher thread sleeps in ``poll()``
-on the inotify descriptor and sitebus's one wake-up pipe (``_wakeup.Wakeup``):
-no timer, no wake-up while nothing changes, and a stop request is one byte
-written to the pipe.
+on the inotify descriptor and a wake-up pipe: no timer, no wake-up while
+nothing changes, and a stop request is one byte written to the pipe. ``poll()``
+rather than ``select()``, because a site with many sockets open may hand out
+descriptor numbers above select's limit of 1024.
 """
 
 from __future__ import annotations
@@ -111,10 +112,14 @@ class InotifyWatcher(_Interruptible):
         return paths
 
     def close(self) -> None:
-        """Close the inotify descriptor and the wake-up pipe."""
+        """Close the inotify descriptor; the wake-up pipe lives until collected.
+
+        Another thread (an import in progress) may still call ``interrupt()``
+        just after this: writing into a closed pipe number could hit a file
+        opened since, so the pipe is closed only when nothing refers to it.
+        """
         if not self._inotify.closed:
             self._poll.unregister(self._inotify.fileno())
             self._inotify.close()
         self._dirs.clear()
         self._wds.clear()
-        super().close()

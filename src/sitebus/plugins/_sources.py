@@ -21,14 +21,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from types import ModuleType
 
-__all__ = [
-    "Pattern",
-    "installed_roots",
-    "is_ignored",
-    "module_files",
-    "stdlib_roots",
-    "walk_dirs",
-]
+__all__ = ["Pattern", "installed_roots", "is_ignored", "module_files", "stdlib_roots"]
 
 
 def _real_dirs(paths: Iterable[str | None]) -> tuple[str, ...]:
@@ -125,60 +118,20 @@ class Pattern:
     def existing_files(self) -> list[str]:
         if not self.is_glob:
             return [self.text] if os.path.isfile(self.text) else []
-        if not self.recursive:  # a fixed depth: glob cannot loop
-            return [p for p in glob.glob(self.text) if os.path.isfile(p)]
-        # Not glob's "**", which follows every link to a directory: see walk_dirs.
-        found = []
-        for directory in walk_dirs(self.base()):
-            with contextlib.suppress(OSError), os.scandir(directory) as entries:
-                found += [e.path for e in entries if self.matches(e.path) and e.is_file()]
-        return found
+        return [p for p in glob.glob(self.text, recursive=True) if os.path.isfile(p)]
 
     def directories(self) -> list[str]:
         """Directories to watch so that every (future) match is seen."""
         base = self.base()
         if not self.is_glob:
             return [base]
+        found = {os.path.dirname(p) for p in glob.glob(self.text, recursive=True)}
+        found.add(base)
         if self.recursive:
-            return sorted(walk_dirs(base))
-        return sorted({base, *(os.path.dirname(p) for p in glob.glob(self.text))})
-
-
-def walk_dirs(top: str) -> list[str]:
-    """``top`` and every directory below it but hidden ones, each directory once.
-
-    Links to directories are followed (a linked folder of templates belongs to
-    the site), but never into a directory reached already, told apart by
-    device and inode: a link back up the tree (``ln -s .. loop``) would
-    otherwise be walked until the path grows too long, and glob's ``**`` does
-    walk it, in a time that doubles with each such link. Links are followed
-    last, so that a directory reachable both ways is known by its real path.
-    """
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    pending: list[str] = [top]
-    links: list[str] = []
-    while pending or links:
-        directory = pending.pop() if pending else links.pop()
-        try:
-            st = os.stat(directory)
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(directory) as listing:
-                entries = list(listing)
-        except OSError:  # gone, or not readable: nothing to watch there
-            continue
-        found.append(directory)
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif entry.is_symlink() and entry.is_dir():
-                    links.append(entry.path)
-    return found
+            for root, dirs, _files in os.walk(base):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found.add(root)
+        return sorted(found)
 
 
 def _translate(pattern: str) -> str:

@@ -16,6 +16,7 @@ so a watcher may report too much but must never miss a path. Three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -23,7 +24,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .._wakeup import Wakeup
 from ..errors import AutoreloadError, ConfigError
 
 if TYPE_CHECKING:
@@ -70,11 +70,7 @@ class Watcher(Protocol):
     def wait(self, timeout: float | None) -> set[str]:
         """Block until events, ``interrupt()`` or ``timeout``; return the paths touched."""
 
-    def close(self) -> None:
-        """Release the watcher; called by the thread that waits, after its last ``wait()``.
-
-        ``interrupt()`` may still come from another thread afterwards: it does nothing.
-        """
+    def close(self) -> None: ...
 
 
 WatcherFactory = Callable[[], Watcher]
@@ -97,31 +93,31 @@ def default_watcher(backend: str = "auto", poll_interval: float = 1.0) -> Watche
 
 
 class _Interruptible:
-    """Sleeps in ``poll()`` on a ``Wakeup``, so that ``interrupt()`` from any thread ends it.
-
-    ``poll()`` rather than ``Wakeup.wait()``'s ``select()``: a site with many
-    sockets open may hand out descriptor numbers above select's limit of 1024,
-    and inotify adds its own descriptor to the same poll.
-    """
+    """A wake-up pipe: ``interrupt()`` from any thread ends a ``_sleep()``."""
 
     def __init__(self) -> None:
-        self._wakeup = Wakeup()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll = select.poll()
-        self._poll.register(self._wakeup.fileno(), select.POLLIN)
+        self._poll.register(self._wake_read, select.POLLIN)
 
     def interrupt(self) -> None:
-        self._wakeup.ping()
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is already pending
+            os.write(self._wake_write, b"\0")
 
     def commit(self) -> None:
         """Nothing to do: a directory is listed, and so watched, when it is added."""
 
     def _sleep(self, timeout: float | None) -> None:
         self._poll.poll(None if timeout is None else max(0, int(timeout * 1000)))
-        self._wakeup.drain()
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_read, 4096):
+                pass
 
-    def close(self) -> None:
-        """Called by the waiting thread after its last ``wait()``; see ``Watcher.close``."""
-        self._wakeup.close()
+    def __del__(self) -> None:
+        # Closed on collection, not in close(): see InotifyWatcher.close.
+        if hasattr(self, "_wake_write"):
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
 
 class PollingWatcher(_Interruptible):
@@ -164,7 +160,6 @@ class PollingWatcher(_Interruptible):
 
     def close(self) -> None:
         self._listings.clear()
-        super().close()
 
 
 def _listing(directory: str) -> dict[str, tuple[int, int, int]] | None:

@@ -65,7 +65,6 @@ __all__ = ["DEFAULT_IGNORE", "Autoreload", "AutoreloadOptions", "Watcher", "Watc
 _IMPORT_RESCAN = 0.05  # seconds between sys.modules rescans while an import is under way
 _IMPORT_WINDOW = 2.0  # how long after an import starts its module is looked for
 _OVERFLOW = "*"
-_STOP_TIMEOUT = 2.0  # seconds the stop waits for the watcher thread to end
 # Carries, across the re-exec, the moment the old process last read the files.
 _SINCE_ENV = "SITEBUS_AUTORELOAD_SINCE"
 # File timestamps come from a coarse clock that lags the precise one by a few ms.
@@ -138,12 +137,8 @@ class Autoreload(Plugin):
 
     @priority(StartOrder.AUTORELOAD)
     def start(self) -> None:
-        if not self.options.enabled:
+        if not self.options.enabled or self._thread is not None:
             return
-        if self._thread is not None:
-            if self._thread.is_alive():  # running, or overran its stop: see stop()
-                return
-            self._thread = None
         self._stopping.clear()
         self._ready.clear()
         self._watcher = self._open_watcher()
@@ -153,12 +148,6 @@ class Autoreload(Plugin):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching; waits at most ``_STOP_TIMEOUT`` seconds for the watcher thread.
-
-        The thread ends at its next step once interrupted. One busy elsewhere
-        (a slow ``reload`` listener, a file system that hangs) is left to end
-        on its own, named in the log, rather than holding up the site's stop.
-        """
         thread = self._thread
         if thread is None:
             return
@@ -167,17 +156,13 @@ class Autoreload(Plugin):
             with contextlib.suppress(ValueError):
                 sys.meta_path.remove(self._finder)
             self._finder = None
-        self._interrupt()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.interrupt()
         if thread is not threading.current_thread():
-            thread.join(_STOP_TIMEOUT)
-            if thread.is_alive():
-                self.bus.log(
-                    f"Autoreload: its thread {thread.name!r} has not ended"
-                    f" {_STOP_TIMEOUT:g} s after the stop; it will end on its own",
-                    logging.WARNING,
-                )
-                return  # start() waits for it to end before watching again
+            thread.join()
         self._thread = None
+        self._watcher = None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the files are hashed and watched; False if ``timeout`` passed first.
@@ -221,7 +206,7 @@ class Autoreload(Plugin):
     def backend(self) -> str | None:
         """The name of the watcher in use ("inotify", "watchfiles", "polling"), if any."""
         watcher = self._watcher
-        return None if watcher is None or self._thread is None else watcher.name
+        return None if watcher is None else watcher.name
 
     # -- the watcher --------------------------------------------------------
 
