@@ -12,25 +12,25 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._stderr_log import LEVELS, StderrLog
-from .bus import ERROR, Bus
+from ._stderr_log import HeldStderr
+from .bus import Bus
 from .errors import AppError, ImportStringError, SitebusError, StartError
+from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
 from .servers.base import GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
-
 __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
 _ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,12 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitebus",
         description="Run a Python web site on one process bus.",
-        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        formatter_class=_HelpFormatter,
         help="serve one WSGI or ASGI app",
         description="Serve one WSGI or ASGI app. SIGTERM and SIGINT stop it (exit 0); "
         "SIGHUP restarts it in place without refusing a connection.",
@@ -145,32 +143,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restart with the new code when a source file of the app changes (development)",
     )
-    serve.add_argument("--log-level", default="info", choices=tuple(LEVELS))
+    serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     serve.set_defaults(command=_serve)
     return parser
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, told the terminal width instead of asking shutil.
-
-    argparse makes a formatter for every ``add_argument`` call to check it,
-    and the stock one imports shutil (and zlib, bz2 and lzma with it) only to
-    read the width: 3 ms of every start, paid again at each in-place restart.
-    """
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_terminal_columns() - 2)
-
-
-def _terminal_columns() -> int:
-    """``$COLUMNS``, else the width of the terminal on standard output, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    try:
-        return os.get_terminal_size(1).columns or 80
-    except OSError:
-        return 80
 
 
 def _positive_int(text: str) -> int:
@@ -222,10 +197,27 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Debug shows everything as it happens; otherwise a start that fails
-    # prints one line (its error) rather than the rollback's log.
-    log = StderrLog(args.log_level, hold=args.log_level != "debug")
-    log.take_stdlib_records()  # the engine's and the app's logging, once loaded
+    # The stop of the server waits up to the graceful timeout: the bound on each
+    # stop listener (60 s by default) must not cut it short.
+    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
+    # One log for the bus, the engine and the app: the root logger's. Debug
+    # shows everything as it happens; otherwise a start that fails prints one
+    # line (its error) rather than the rollback's log.
+    level = logging.getLevelNamesMapping()[args.log_level.upper()]
+    stderr = HeldStderr(hold=level > logging.DEBUG)
+    logs = Logs(bus, LogsOptions(logger="", level=level, handlers=(stderr,)))
+    logs.subscribe()
+    if level > logging.DEBUG:
+        # uvicorn's INFO lines retell the bus's ("Started server process",
+        # "Shutting down") and would read as if a second server were running.
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    try:
+        return _serve_on(bus, stderr, args)
+    finally:
+        logs.unsubscribe()
+
+
+def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace) -> int:
     thresholds = _pause_collector()
     failed: AppError | None = None
     try:
@@ -239,10 +231,6 @@ def _serve(args: argparse.Namespace) -> int:
         engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
     finally:
         _resume_collector(thresholds)
-    # The stop of the server waits up to the graceful timeout: the bound on each
-    # stop listener (60 s by default) must not cut it short.
-    bus = Bus(listener_timeout=args.graceful_timeout + 30.0, logger=None)
-    bus.subscribe("log", log.bus_message)
     sockets = Sockets(
         bus,
         SocketsOptions(
@@ -271,7 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
                 message = f"{failed}\n{app_traceback(cause)}"
             else:
                 message = str(failed)
-            bus.log(f"{message}\nServing 500 until a source file changes", ERROR)
+            bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     signals = Signals(bus)
     signals.subscribe()
@@ -279,9 +267,9 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             bus.start()
         except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
-            log.finish(show=False)
+            stderr.finish(show=False)
             raise
-        log.finish(show=True)
+        stderr.finish(show=True)
         return bus.block()
     finally:
         signals.unsubscribe()

@@ -2,8 +2,7 @@
 
 Run as ``serve_reporting.py <serve arguments>``; a re-exec runs it again with
 the same arguments, so every generation reports. It reads the lines off
-stderr rather than through ``logging``, which this child must not load: the
-serve command may run without it.
+stderr, as a person would.
 """
 
 from __future__ import annotations

@@ -14,25 +14,22 @@ the next image and new connections wait in their queue for it.
 
 from __future__ import annotations
 
-import functools
+import importlib
+import inspect
+import logging
 import os
 import socket
-import sys
 import time
-import types
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 from .._options import Options
-from ..bus import WARNING, Bus
+from ..bus import Bus
 from ..errors import ConfigError, MissingExtraError, SitebusError
 from ..plugin import Plugin, StartOrder, priority
 from .sockets import Sockets
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any, ClassVar
-
-    App = Callable[..., Any]
+App = Callable[..., Any]
 
 __all__ = ["ENGINES", "Server", "ServerOptions", "as_asgi", "is_asgi", "load_engine"]
 
@@ -148,7 +145,7 @@ class Server(Plugin):
         if not self.bus.restarting:
             self.sockets.hold_off()
             if not self.sockets.wait_drained(deadline):
-                self.bus.log("Connections still queued at the graceful timeout", WARNING)
+                self.bus.log("Connections still queued at the graceful timeout", logging.WARNING)
         self.shutdown(deadline)
 
     def serve(self, socks: list[socket.socket]) -> None:
@@ -166,8 +163,7 @@ def load_engine(name: str) -> type[Server]:
         known = ", ".join(sorted(ENGINES))
         raise SitebusError(f'Unknown engine "{name}": expected one of {known}') from None
     try:
-        __import__(module_name)  # importlib.import_module, without loading importlib
-        module = sys.modules[module_name]
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if extra is None or exc.name is None or exc.name.startswith("sitebus"):
             raise
@@ -199,20 +195,7 @@ def as_asgi(app: App, *, threads: int = 10) -> App:
 def is_asgi(app: App) -> bool:
     """True for an ASGI application: a coroutine function, or an object with one as __call__.
 
-    What ``inspect.iscoroutinefunction`` answers (through bound methods and
-    ``functools.partial``), read from the code flags directly: importing
-    ``inspect`` (with ``ast``, ``dis`` and more) would cost every start of a
-    WSGI engine several milliseconds for this one check.
+    Bound methods and ``functools.partial`` count as what they wrap.
     """
     call = getattr(type(app), "__call__", None)  # noqa: B004  # the method itself, not callable()
-    return _is_coroutine_function(app) or _is_coroutine_function(call)
-
-
-_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
-
-
-def _is_coroutine_function(fn: object) -> bool:
-    while isinstance(fn, types.MethodType | functools.partial):
-        fn = fn.__func__ if isinstance(fn, types.MethodType) else fn.func
-    code = getattr(fn, "__code__", None)
-    return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)

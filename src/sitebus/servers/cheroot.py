@@ -10,6 +10,7 @@ given socket, and wakes the loop through a pipe registered beside it.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -19,7 +20,6 @@ from collections.abc import Callable
 
 from cheroot import connections, server, wsgi
 
-from ..bus import WARNING
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -74,7 +74,7 @@ class _Cheroot(wsgi.Server):
         self.ready = True
         self._start_time = time.time()
 
-    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """cheroot's error hook, into the bus's log rather than straight to stderr."""
         self._log(f"cheroot: {msg}", level, traceback)
 
@@ -173,5 +173,5 @@ class CherootServer(Server):
         if not all(finished):
             self.bus.log(
                 "cheroot: requests still running at the graceful timeout were abandoned",
-                WARNING,
+                logging.WARNING,
             )

@@ -23,6 +23,7 @@ from ..errors import BindError, ConfigError
 from ..plugin import Plugin, StartOrder, priority
 from . import _handoff
 from ._address import Address, parse_address, url
+from ._holdoff import hold_off_syn, wait_queue_empty
 
 __all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
 
@@ -135,10 +136,6 @@ class Sockets(Plugin):
 
     def hold_off(self) -> None:
         """Stop new connections from being queued; queued ones stay to be served."""
-        # Imported here, as in wait_drained: only a stop needs it, and a start
-        # saves loading it (with struct).
-        from ._holdoff import hold_off_syn
-
         for listener in self.listeners:
             if listener.unix_path is not None:
                 _remove_socket_file(listener)
@@ -147,8 +144,6 @@ class Sockets(Plugin):
 
     def wait_drained(self, deadline: float) -> bool:
         """Wait (until ``deadline``, monotonic) for the engines to accept what is queued."""
-        from ._holdoff import wait_queue_empty
-
         socks = [listener.socket for listener in self.listeners]
         return wait_queue_empty(socks, self.options.drain_quiet, deadline)
 

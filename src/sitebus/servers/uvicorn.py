@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
 
 import uvicorn
 
-from ..bus import ERROR, WARNING
 from ..errors import AppError, describe
 from .base import Server, as_asgi
 
@@ -143,7 +143,7 @@ class UvicornServer(Server):
         except SystemExit:  # uvicorn's way of saying that lifespan startup failed
             pass
         except Exception:
-            self.bus.log("uvicorn stopped on an error", ERROR, exc_info=True)
+            self.bus.log("uvicorn stopped on an error", logging.ERROR, exc_info=True)
         finally:
             for sock in socks:
                 sock.close()
@@ -161,4 +161,4 @@ class UvicornServer(Server):
         # uvicorn's own bound, plus its lifespan shutdown.
         self._thread.join(left + 5.0)
         if self._thread.is_alive():
-            self.bus.log("uvicorn still running after the graceful timeout", WARNING)
+            self.bus.log("uvicorn still running after the graceful timeout", logging.WARNING)

@@ -9,6 +9,7 @@ channel has answered what it received; idle keep-alive channels are closed.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,7 +19,6 @@ from waitress.channel import HTTPChannel  # type: ignore[import-untyped]  # wait
 from waitress.server import BaseWSGIServer  # type: ignore[import-untyped]  # waitress ships no types
 from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]  # waitress ships no types
 
-from ..bus import WARNING
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -85,7 +85,9 @@ class WaitressServer(Server):
         self._listeners[0].trigger.pull_trigger(self._stop_accepting)
         self._thread.join(max(0.0, deadline - time.monotonic()) + _POLL)
         if self._busy():
-            self.bus.log("waitress: requests still running at the graceful timeout", WARNING)
+            self.bus.log(
+                "waitress: requests still running at the graceful timeout", logging.WARNING
+            )
         dispatcher = self._listeners[0].task_dispatcher
         dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         wasyncore.close_all(self._map)

@@ -10,6 +10,7 @@ deadline.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -17,7 +18,6 @@ import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from ..bus import ERROR, WARNING
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -82,7 +82,7 @@ class WsgirefServer(Server):
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError as exc:
-                    self.bus.log(f"wsgiref: accept failed: {exc}", ERROR)
+                    self.bus.log(f"wsgiref: accept failed: {exc}", logging.ERROR)
                     continue
                 if sock.family == socket.AF_UNIX:
                     peer = ("", 0)
@@ -101,7 +101,7 @@ class WsgirefServer(Server):
             conn.setblocking(True)
             gateway.RequestHandlerClass(conn, peer, gateway)
         except Exception:
-            self.bus.log("wsgiref: request failed", ERROR, exc_info=True)
+            self.bus.log("wsgiref: request failed", logging.ERROR, exc_info=True)
         finally:
             # Half-close first, so that the client reads the whole answer
             # before the close, rather than a reset.
@@ -130,5 +130,5 @@ class WsgirefServer(Server):
         if left:
             self.bus.log(
                 f"wsgiref: {left} request(s) still running at the graceful timeout",
-                WARNING,
+                logging.WARNING,
             )
