@@ -420,3 +420,18 @@ def test_ctrl_c_twice_during_a_slow_asgi_lifespan_start_is_one_line(spawn: Spawn
     assert child.stderr() == (
         "sitebus: interrupted while starting; what had started was stopped\n"
     ), child.output()
+
+
+def test_a_slow_start_says_what_it_is_starting(spawn: Spawn) -> None:
+    """A slow app import is not silence: a line names the app, engine and address at once."""
+    args = ["serve_slow_app:app", "--bind", "127.0.0.1:0", "--engine", "wsgiref"]
+    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
+    child.expect("importing")
+    child.expect("Starting serve_slow_app:app with wsgiref on 127.0.0.1:0")
+    child.release()
+    port = int(expect(child, "wsgiref serving on http://127.0.0.1:").rsplit(":", 1)[1])
+    assert get(port) == (200, b"ok")
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    assert child.stderr().count("Starting serve_slow_app:app") == 1

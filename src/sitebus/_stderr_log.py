@@ -5,7 +5,9 @@ in the one text format every sitebus log uses (``sitebus._logformat``): the
 bus's lines, the engine's and the app's alike. This is the handler it gives
 the plugin, a stream handler with one addition: while the start is under way
 it keeps records back, so that a start that fails prints one line (its
-error) rather than the rollback's log.
+error) rather than the rollback's log. A record logged with
+``extra={UNHELD: True}`` is written at once all the same: the line that says
+what a slow start is starting.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import sys
 from typing import TextIO
 
-__all__ = ["HeldStderr"]
+__all__ = ["UNHELD", "HeldStderr"]
+
+UNHELD = "sitebus_unheld"  # a record attribute: write this one even while holding
 
 
 class HeldStderr(logging.StreamHandler[TextIO]):
@@ -29,7 +33,7 @@ class HeldStderr(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         # handle() calls this under the handler's lock.
-        if self._held is not None:
+        if self._held is not None and not getattr(record, UNHELD, False):
             self._held.append(record)
         else:
             super().emit(record)

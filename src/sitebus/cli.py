@@ -15,11 +15,12 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._stderr_log import HeldStderr
+from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
 from .errors import AppError, ImportStringError, SitebusError, StartError
 from .plugins.logs import Logs, LogsOptions
@@ -31,6 +32,10 @@ __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
 _ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# Seconds after which a start still under way says what it is starting: a
+# slow app import is not silence, and a start that fails at once still
+# prints only its error.
+SLOW_START = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,13 +216,42 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's INFO lines retell the bus's ("Started server process",
         # "Shutting down") and would read as if a second server were running.
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    progress = _Progress(args)
     try:
-        return _serve_on(bus, stderr, args)
+        return _serve_on(bus, stderr, args, progress)
     finally:
+        progress.cancel()
         logs.unsubscribe()
 
 
-def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace) -> int:
+class _Progress:
+    """Says, if the start is still under way after ``SLOW_START`` seconds, what it starts.
+
+    The app, the engine once it is known, and the addresses; written at once
+    even while the log is held back.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.app: str = args.app
+        self.binds: list[str] = args.bind or ["127.0.0.1:8080"]
+        self.engine: str | None = args.engine
+        self._timer = threading.Timer(SLOW_START, self._say)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _say(self) -> None:
+        engine = f" with {self.engine}" if self.engine else ""
+        doing = "" if self.engine else " (importing the app)"
+        logging.getLogger("sitebus").info(
+            f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}", extra={UNHELD: True}
+        )
+
+    def cancel(self) -> None:
+        """The start is over, whichever way it went: say nothing more."""
+        self._timer.cancel()
+
+
+def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:
     thresholds = _pause_collector()
     failed: AppError | None = None
     try:
@@ -228,7 +262,8 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace) -> int:
                 raise
             # Development: serve a 500 and watch the failed files until they are fixed.
             app, failed = _unavailable_app(exc), exc
-        engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
+        progress.engine = args.engine or ("uvicorn" if is_asgi(app) else "cheroot")
+        engine = load_engine(progress.engine)
     finally:
         _resume_collector(thresholds)
     sockets = Sockets(
@@ -267,8 +302,10 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace) -> int:
         try:
             bus.start()
         except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
+            progress.cancel()
             stderr.finish(show=False)
             raise
+        progress.cancel()
         stderr.finish(show=True)
         return bus.block()
     finally:
