@@ -137,8 +137,9 @@ def command(system: str, port: int) -> list[str]:
     if system.startswith("sitebus"):
         engine = system.partition("-")[2] or "cheroot"
         target = "bench_app:asgi" if engine == "uvicorn" else "bench_app:app"
+        threads = [] if engine == "wsgiref" else ["--threads", "32"]  # a thread a connection
         return [*cli("sitebus", "sitebus"), "serve", target, "--bind", f"{HOST}:{port}",
-                "--engine", engine, "--threads", "32", "--backlog", "1024",
+                "--engine", engine, *threads, "--backlog", "1024",
                 "--log-level", "warning"]  # fmt: skip
     if system in ("cheroot", "wsgiref", "cherrypy"):
         return [PY, f"bare_{system}.py", str(port)]

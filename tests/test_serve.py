@@ -435,3 +435,27 @@ def test_a_slow_start_says_what_it_is_starting(spawn: Spawn) -> None:
     expect(child, "exited 0")
     assert child.wait() == 0
     assert child.stderr().count("Starting serve_slow_app:app") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--threads", "4"],
+            "sitebus: error: --threads does not apply to the wsgiref engine, "
+            "which serves each connection in a thread of its own\n",
+        ),
+        (
+            ["--certfile", __file__, "--keyfile", __file__],
+            "sitebus: error: The wsgiref engine does not support TLS certificates\n",
+        ),
+    ],
+)
+def test_an_option_the_engine_cannot_honour_is_refused_in_one_line(
+    option: list[str], message: str
+) -> None:
+    done = run_sitebus(
+        "serve", "hello_app:app", "--engine", "wsgiref", "--bind", "127.0.0.1:0", *option
+    )
+    assert done.returncode == 1
+    assert done.stderr == message

@@ -388,3 +388,17 @@ def test_engines_are_imported_only_when_chosen() -> None:
 def test_unknown_engine_names_the_known_ones() -> None:
     with pytest.raises(SitebusError, match='Unknown engine "nginx": expected one of cheroot, '):
         load_engine("nginx")
+
+
+def test_the_wsgiref_accept_loop_has_ended_when_its_stop_returns() -> None:
+    """A graceful timeout already spent by the drain does not leave the loop behind.
+
+    The stop used to wait for the loop only until the graceful deadline and
+    then close its selector and pipe under it.
+    """
+    site = Site("wsgiref", options=ServerOptions(graceful_timeout=0.0))
+    for _ in range(20):
+        site.bus.start()
+        assert get(site.port)[0] == 200
+        site.bus.stop()
+        assert [t for t in threading.enumerate() if t.name == "sitebus-wsgiref"] == []

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
-from .errors import AppError, ImportStringError, SitebusError, StartError
+from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
 from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
@@ -132,11 +132,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--threads",
         type=_positive_int,
-        default=10,
-        help="request threads, for cheroot and waitress",
+        help="request threads, for cheroot, waitress, and uvicorn serving a WSGI app "
+        "(default 10; wsgiref has a thread per connection and refuses it)",
     )
-    serve.add_argument("--certfile", help="TLS certificate (PEM), for cheroot")
-    serve.add_argument("--keyfile", help="TLS private key (PEM), for cheroot")
+    serve.add_argument(
+        "--certfile", help="TLS certificate (PEM), for cheroot and uvicorn (others refuse it)"
+    )
+    serve.add_argument(
+        "--keyfile", help="TLS private key (PEM), for cheroot and uvicorn (others refuse it)"
+    )
     serve.add_argument(
         "--unix-mode",
         type=_octal,
@@ -266,6 +270,11 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         engine = load_engine(progress.engine)
     finally:
         _resume_collector(thresholds)
+    if args.threads is not None and not engine.pools_threads:
+        raise ConfigError(
+            f"--threads does not apply to the {engine.engine} engine, "
+            "which serves each connection in a thread of its own"
+        )
     sockets = Sockets(
         bus,
         SocketsOptions(
@@ -276,7 +285,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
     )
     options = ServerOptions(
         graceful_timeout=args.graceful_timeout,
-        threads=args.threads,
+        threads=args.threads or ServerOptions.threads,
         certfile=args.certfile,
         keyfile=args.keyfile,
     )

@@ -54,7 +54,8 @@ class ServerOptions(Options):
     """How an engine serves.
 
     ``graceful_timeout``: seconds a stop waits for in-flight requests (30, as
-    gunicorn). ``threads``: request threads for the engines that pool them.
+    gunicorn). ``threads``: request threads for the engines that pool them
+    (cheroot, waitress, and uvicorn for a WSGI app; not wsgiref).
     ``certfile``/``keyfile``: TLS, for the engines that support it.
     """
 
@@ -89,6 +90,7 @@ class Server(Plugin):
     engine: ClassVar[str] = ""
     tls_supported: ClassVar[bool] = False
     serves_asgi: ClassVar[bool] = False  # else WSGI only
+    pools_threads: ClassVar[bool] = True  # False: ``threads`` does not apply
 
     def __init__(
         self, bus: Bus, app: App, sockets: Sockets, options: ServerOptions | None = None

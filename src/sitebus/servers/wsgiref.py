@@ -3,21 +3,22 @@
 wsgiref brings the HTTP parsing and the WSGI gateway; the accept loop is ours,
 because ``socketserver.serve_forever`` wakes up to notice a shutdown only
 every ``poll_interval`` and joins its request threads without a bound. This
-loop sleeps in ``select`` on the listeners and a wake-up pipe, so a stop is
-noticed at once, and the stop waits for request threads up to the graceful
-deadline.
+loop sleeps in a selector on the listeners and the bus's ``Wakeup`` pipe, so a
+stop is noticed at once, and the stop waits for request threads up to the
+graceful deadline. It serves one thread per connection: ``threads`` does not
+apply (``sitebus serve --engine wsgiref --threads N`` is refused).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from .._wakeup import Wakeup
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["WsgirefServer"]
+
+# How long a stop waits for the accept loop to see its wake-up: it does
+# nothing slow, so this bound is only ever reached if something is badly wrong.
+_LOOP_EXIT = 5.0
 
 
 class _Handler(WSGIRequestHandler):
@@ -55,12 +60,13 @@ class WsgirefServer(Server):
     """Serves a WSGI app with the standard library; a thread per connection."""
 
     engine = "wsgiref"
+    pools_threads = False
 
     def serve(self, socks: list[socket.socket]) -> None:
         self._gateways = {sock.fileno(): _Gateway(sock, self.app) for sock in socks}
         self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe()
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._wakeup = Wakeup()
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
         for sock in socks:
             sock.setblocking(False)
             self._selector.register(sock, selectors.EVENT_READ)
@@ -68,13 +74,13 @@ class WsgirefServer(Server):
         self._stopping = False
         self._requests: set[threading.Thread] = set()
         self._requests_lock = threading.Lock()
-        self._loop = threading.Thread(target=self._accept_loop, name="sitebus-wsgiref")
+        self._loop = threading.Thread(target=self._accept_loop, name="sitebus-wsgiref", daemon=True)
         self._loop.start()
 
     def _accept_loop(self) -> None:
         while not self._stopping:
             for key, _ in self._selector.select():
-                if key.fd == self._wake_read:
+                if key.fileobj is self._wakeup:
                     return
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]  # we registered sockets
                 try:
@@ -115,11 +121,17 @@ class WsgirefServer(Server):
 
     def shutdown(self, deadline: float) -> None:
         self._stopping = True
-        os.write(self._wake_write, b"\0")
-        self._loop.join(max(0.0, deadline - time.monotonic()))
-        self._selector.close()
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+        self._wakeup.ping()
+        # Not bounded by the graceful deadline, which the drain may have used
+        # up already: the loop would still be in its selector, and closing the
+        # selector and pipe under it could leave it waiting for ever on a
+        # descriptor closed (or reused) beneath it.
+        self._loop.join(_LOOP_EXIT)
+        if self._loop.is_alive():
+            self.bus.log("wsgiref: the accept loop did not stop; left behind", logging.ERROR)
+        else:
+            self._selector.close()
+            self._wakeup.close()
         for sock in self._socks:
             sock.close()
         with self._requests_lock:
