@@ -22,6 +22,7 @@ import pytest
 
 from sitebus import Bus, SitebusError, StartError
 from sitebus.errors import ConfigError
+from sitebus.plugins.threads import Threads
 from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
 from sitebus.servers.base import is_asgi
 
@@ -402,3 +403,20 @@ def test_the_wsgiref_accept_loop_has_ended_when_its_stop_returns() -> None:
         assert get(site.port)[0] == 200
         site.bus.stop()
         assert [t for t in threading.enumerate() if t.name == "sitebus-wsgiref"] == []
+
+
+@pytest.mark.parametrize("engine", ["cheroot", "waitress", "wsgiref"])
+def test_request_threads_are_announced_to_the_threads_plugin(engine: str) -> None:
+    """Each request thread publishes acquire_thread: start_thread, then stop_thread at the end."""
+    site = Site(engine, options=ServerOptions(graceful_timeout=10.0, threads=4))
+    Threads(site.bus).subscribe()
+    started: list[int] = []
+    stopped: list[int] = []
+    site.bus.subscribe("start_thread", started.append)
+    site.bus.subscribe("stop_thread", stopped.append)
+    with site.bus.running():
+        for _ in range(6):
+            assert get(site.port) == (200, b"hello")
+        assert started, "no request thread was announced"
+        assert set(started) <= {1, 2, 3, 4}, "a pool of 4 holds indexes 1-4"
+    assert sorted(stopped) == sorted(started), "every started thread was stopped"

@@ -123,6 +123,26 @@ class Server(Plugin):
     def tls(self) -> bool:
         return self.options.certfile is not None
 
+    def request_app(self) -> App:
+        """The app as the engine calls it: a WSGI app first announces its request thread.
+
+        Each request publishes ``acquire_thread`` in the thread that serves it,
+        as CherryPy's do, so the ``Threads`` plugin sees every request thread
+        (a thread's first acquire publishes ``start_thread``, later ones
+        nothing). Pool threads are released when the bus stops; an engine
+        whose threads end with their connection releases them itself.
+        """
+        app = self.app
+        if is_asgi(app):
+            return app  # requests run in the event loop's thread, not a thread each
+        publish = self.bus.publish
+
+        def announcing_thread(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            publish("acquire_thread")
+            return app(environ, start_response)
+
+        return announcing_thread
+
     @priority(StartOrder.SERVERS)
     def start(self) -> None:
         socks = [listener.socket.dup() for listener in self.sockets.listeners]

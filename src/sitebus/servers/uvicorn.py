@@ -109,7 +109,7 @@ class UvicornServer(Server):
     serves_asgi = True
 
     def serve(self, socks: list[socket.socket]) -> None:
-        self._app = _LifespanWatch(as_asgi(self.app, threads=self.options.threads))
+        self._app = _LifespanWatch(as_asgi(self.request_app(), threads=self.options.threads))
         config = uvicorn.Config(
             self._app,
             interface="asgi3",

@@ -40,10 +40,11 @@ class WaitressServer(Server):
         self._map: dict[int, Any] = {}
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(self.options.threads)
+        app = self.request_app()
         # One waitress server per socket, on one map and one thread pool:
         # create_server refuses to mix TCP and Unix sockets in one call.
         for sock in socks:
-            create_server(self.app, map=self._map, sockets=[sock], _dispatcher=dispatcher)
+            create_server(app, map=self._map, sockets=[sock], _dispatcher=dispatcher)
         self._listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
         self._use_poll = self._listeners[0].adj.asyncore_use_poll  # as waitress's own run()
         self._stopping = False

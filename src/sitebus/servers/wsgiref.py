@@ -63,7 +63,8 @@ class WsgirefServer(Server):
     pools_threads = False
 
     def serve(self, socks: list[socket.socket]) -> None:
-        self._gateways = {sock.fileno(): _Gateway(sock, self.app) for sock in socks}
+        app = self.request_app()
+        self._gateways = {sock.fileno(): _Gateway(sock, app) for sock in socks}
         self._selector = selectors.DefaultSelector()
         self._wakeup = Wakeup()
         self._selector.register(self._wakeup, selectors.EVENT_READ)
@@ -118,6 +119,11 @@ class WsgirefServer(Server):
             conn.close()
             with self._requests_lock:
                 self._requests.discard(threading.current_thread())
+            # This thread ends with its connection: announce its end as well.
+            try:
+                self.bus.publish("release_thread")
+            except Exception:
+                self.bus.log("wsgiref: releasing a request thread failed", logging.ERROR, True)
 
     def shutdown(self, deadline: float) -> None:
         self._stopping = True
