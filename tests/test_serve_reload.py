@@ -102,3 +102,52 @@ def test_a_broken_app_at_the_first_start_is_watched_too(spawn: Spawn, tmp_path: 
     child.signal(signal.SIGTERM)
     child.expect("exited 0")
     assert child.wait() == 0
+
+
+ASGI_APP = """
+MESSAGE = b"{message}"
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        if {fail}:
+            await send({{"type": "lifespan.startup.failed", "message": "no database"}})
+            raise RuntimeError("no database")
+        await send({{"type": "lifespan.startup.complete"}})
+        await receive()
+        await send({{"type": "lifespan.shutdown.complete"}})
+        return
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": MESSAGE}})
+"""
+
+
+def test_a_failing_asgi_lifespan_startup_keeps_watching(spawn: Spawn, tmp_path: Path) -> None:
+    """An edit that makes the lifespan startup fail: its cause is logged, 500 until the fix."""
+    source = tmp_path / "reload_asgi.py"
+    source.write_text(ASGI_APP.format(message="first", fail=False))
+    args = [str(CHILDREN / "serve_reload_reporting.py"), "reload_asgi:app"]
+    child = spawn([*args, "--bind", "127.0.0.1:0", "--reload"], cwd=tmp_path)
+    pid, port = child.expect("serving").split()[1:]
+    child.expect("watching")
+    assert get(int(port)) == (200, b"first")
+
+    source.write_text(ASGI_APP.format(message="second", fail=True))
+    child.expect("changed")
+    child.expect("app failed")
+    assert child.expect("serving").split()[1:] == [pid, port]
+    child.expect("watching")
+    assert get(int(port))[0] == 500
+    stderr = child.stderr()
+    assert "the ASGI lifespan startup failed: RuntimeError: no database" in stderr
+    assert f'File "{source}", line 10, in app' in stderr, stderr
+
+    source.write_text(ASGI_APP.format(message="third", fail=False))
+    child.expect("changed")
+    child.expect("serving")
+    child.expect("watching")
+    assert get(int(port)) == (200, b"third")
+    child.signal(signal.SIGTERM)
+    child.expect("exited 0")
+    assert child.wait() == 0

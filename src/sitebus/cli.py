@@ -10,6 +10,7 @@ status 1, and a usage error status 2 (argparse's own). Subcommands:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib
 import logging
@@ -26,6 +27,7 @@ from .errors import AppError, ConfigError, ImportStringError, SitebusError, Star
 from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
+from .servers._failed_app import FailedStartupServes500, unavailable_app
 from .servers.base import GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
 __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
@@ -265,7 +267,10 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
             if not args.reload:
                 raise
             # Development: serve a 500 and watch the failed files until they are fixed.
-            app, failed = _unavailable_app(exc), exc
+            app, failed = unavailable_app(exc), exc
+        if args.reload and is_asgi(app):
+            # The same for a failed ASGI lifespan startup: log it, serve a 500.
+            app = FailedStartupServes500(app, functools.partial(_log_app_failure, bus))
         progress.engine = args.engine or ("uvicorn" if is_asgi(app) else "cheroot")
         engine = load_engine(progress.engine)
     finally:
@@ -295,15 +300,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
     if args.reload:
         from .plugins.autoreload import Autoreload, AutoreloadOptions
 
-        watch: list[str] = []
-        if failed is not None:
-            cause = failed.__cause__
-            if cause is not None:
-                watch = failed_sources(cause)
-                message = f"{failed}\n{app_traceback(cause)}"
-            else:
-                message = str(failed)
-            bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
+        watch = [] if failed is None else _log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     signals = Signals(bus)
     signals.subscribe()
@@ -401,15 +398,9 @@ def failed_sources(exc: BaseException) -> list[str]:
     return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
-def _unavailable_app(error: AppError) -> Callable[..., Any]:
-    """A WSGI app that answers 500 with ``error``: what ``serve --reload`` serves meanwhile."""
-    body = (
-        f"The app could not be loaded; it is served again once a source file changes.\n{error}\n"
-    ).encode()
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-
-    def unavailable(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("500 Internal Server Error", headers)
-        return [body]
-
-    return unavailable
+def _log_app_failure(bus: Bus, error: AppError) -> list[str]:
+    """Log why the app failed, with its traceback; return the files to watch for a fix."""
+    cause = error.__cause__
+    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
+    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
+    return [] if cause is None else failed_sources(cause)
