@@ -25,11 +25,13 @@ Spawn = Callable[..., Child]
 APPS = {"cheroot": "app", "wsgiref": "app", "waitress": "app", "uvicorn": "asgi"}
 
 
-def serve(spawn: Spawn, engine: str = "cheroot", *extra: str) -> tuple[Child, int]:
+def serve(
+    spawn: Spawn, engine: str = "cheroot", *extra: str, app: str | None = None
+) -> tuple[Child, int]:
     """Start ``sitebus serve`` on a free loopback port; return the child and the port."""
     args = [
         str(CHILDREN / "serve_reporting.py"),
-        f"hello_app:{APPS[engine]}",
+        f"hello_app:{app or APPS[engine]}",
         "--bind",
         "127.0.0.1:0",
         "--engine",
@@ -103,11 +105,13 @@ def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
     assert child.wait() == 0
 
 
-@pytest.mark.parametrize("engine", list(APPS))
+@pytest.mark.parametrize(
+    ("engine", "app"), [*APPS.items(), ("uvicorn", "app")], ids=[*APPS, "uvicorn-wsgi"]
+)
 def test_a_request_overrunning_the_graceful_timeout_does_not_keep_the_site_alive(
-    spawn: Spawn, engine: str
+    spawn: Spawn, engine: str, app: str
 ) -> None:
-    child, port = serve(spawn, engine, "--graceful-timeout", "0.2")
+    child, port = serve(spawn, engine, "--graceful-timeout", "0.2", app=app)
     # Ten minutes: far past the exit the test waits for.
     threads, results = slow_clients(port, 1, "/slow?600000")
     expect(child, "slow")

@@ -201,7 +201,9 @@ def as_asgi(app: App, *, threads: int = 10) -> App:
 
     a2wsgi's ``WSGIMiddleware`` runs each WSGI request on a pool of
     ``threads`` threads and streams its body back to the event loop, so one
-    ASGI engine can serve WSGI and ASGI apps side by side.
+    ASGI engine can serve WSGI and ASGI apps side by side. The pool's threads
+    are daemons, as the WSGI engines' are: a request still running when the
+    process exits does not hold the exit.
     """
     if is_asgi(app):
         return app
@@ -211,7 +213,13 @@ def as_asgi(app: App, *, threads: int = 10) -> App:
         raise MissingExtraError(
             "Serving a WSGI app on an ASGI engine needs a2wsgi: pip install 'sitebus[uvicorn]'"
         ) from exc
-    return WSGIMiddleware(app, workers=threads)
+    from ._daemon_pool import DaemonThreadPool  # only with a2wsgi
+
+    adapter = WSGIMiddleware(app, workers=threads)
+    adapter.executor.shutdown(wait=False)  # its own pool, which has started no thread yet
+    # a2wsgi only hands it to loop.run_in_executor, which needs submit() alone.
+    adapter.executor = DaemonThreadPool(threads, "sitebus-wsgi")  # type: ignore[assignment]  # see above
+    return adapter
 
 
 def is_asgi(app: App) -> bool:
