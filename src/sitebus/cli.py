@@ -28,11 +28,10 @@ from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
 from .servers._failed_app import FailedStartupServes500, unavailable_app
-from .servers.base import GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
+from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
 __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
-_ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # Seconds after which a start still under way says what it is starting: a
 # slow app import is not silence, and a start that fails at once still
@@ -114,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--engine",
-        choices=_ENGINE_NAMES,
+        choices=sorted(ENGINES),
         help="the HTTP server (default: cheroot for WSGI apps, uvicorn for ASGI apps)",
     )
     serve.add_argument(
@@ -122,18 +121,19 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="how long a stop waits for requests in flight (default 30)",
+        help="how long a stop waits for requests in flight, 0 to 86400 (default 30)",
     )
     serve.add_argument(
         "--backlog",
         type=_backlog,
         metavar="N",
-        help="the listen queue length, which also bounds how many connections wait "
-        "across a restart (default 1024)",
+        help="the listen queue length, 1 to 65535, which also bounds how many connections "
+        "wait across a restart (default 1024)",
     )
     serve.add_argument(
         "--threads",
         type=_positive_int,
+        metavar="N",
         help="request threads, for cheroot, waitress, and uvicorn serving a WSGI app "
         "(default 10; wsgiref has a thread per connection and refuses it)",
     )
@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "--unix-mode",
         type=_octal,
         metavar="OCTAL",
-        help="permission bits of Unix socket files, e.g. 660",
+        help="permission bits of Unix socket files, 0 to 777, e.g. 660",
     )
     serve.add_argument(
         "--reload",
