@@ -87,7 +87,8 @@ class _LifespanWatch:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
-            return await self.app(scope, receive, send)  # type: ignore[no-any-return]  # ASGI apps return None
+            await self.app(scope, receive, send)
+            return
 
         async def noting_send(message: Any) -> None:
             if message["type"] == "lifespan.startup.failed":
