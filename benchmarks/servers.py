@@ -7,7 +7,9 @@ Run with ``python benchmarks/servers.py [--quick] [--part NAME]`` after ``pip in
    longest wait (sitebus re-executes; CherryPy ``engine.restart``; gunicorn HUP);
 2. SIGTERM with 20 slow requests in flight and a steady client loop: how many
    completed, how many connections were reset, exit delay after the last answer;
-3. spawn to first 200: every system once per round, in a new order each round;
+3. start-up with the default engines (cheroot, uvicorn): spawn to first 200,
+   sitebus serve against the same engine bare, with the 1.10x target; then
+   spawn to first 200 of every system once per round, in a new order each round;
    against the bare engine, the median of the per-round ratios. Servers with a
    command line start from their console scripts, as their users start them,
    and the WSGI app imports nothing beyond ``time``, so no system pays for a
@@ -135,8 +137,9 @@ def command(system: str, port: int) -> list[str]:
     if system.startswith("sitebus"):
         engine = system.partition("-")[2] or "cheroot"
         target = "bench_app:asgi" if engine == "uvicorn" else "bench_app:app"
+        threads = [] if engine == "wsgiref" else ["--threads", "32"]  # a thread a connection
         return [*cli("sitebus", "sitebus"), "serve", target, "--bind", f"{HOST}:{port}",
-                "--engine", engine, "--threads", "32", "--backlog", "1024",
+                "--engine", engine, *threads, "--backlog", "1024",
                 "--log-level", "warning"]  # fmt: skip
     if system in ("cheroot", "wsgiref", "cherrypy"):
         return [PY, f"bare_{system}.py", str(port)]
@@ -511,6 +514,42 @@ def report_spawn(folder: Path, quick: bool) -> None:
     )
 
 
+# The defaults of `sitebus serve`: cheroot for WSGI apps, uvicorn for ASGI apps.
+DEFAULT_ENGINES = ["cheroot", "uvicorn"]
+STARTUP_TARGET = 1.10  # DESIGN.md: cold start within 10% of the same engine bare
+
+
+def report_startup(folder: Path, quick: bool) -> None:
+    """Spawn to first 200 with the default engines only, bare and under sitebus."""
+    rounds = 7 if quick else 25
+    systems = [*DEFAULT_ENGINES, *(f"sitebus-{e}" for e in DEFAULT_ENGINES)]
+    samples = bench_spawn(folder, systems, rounds)
+    rows = []
+    for engine in DEFAULT_ENGINES:
+        ours, bare = samples[f"sitebus-{engine}"], samples[engine]
+        ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
+        rows.append(
+            [
+                engine,
+                f"{statistics.median(bare) * 1000:.1f}",
+                f"{statistics.median(ours) * 1000:.1f}",
+                f"{ratio:.3f}x",
+                "yes" if ratio <= STARTUP_TARGET else "NO",
+            ]
+        )
+    table(
+        f"Start-up with the default engines: spawn to first 200, median of {rounds} rounds",
+        [
+            "engine",
+            "bare ms",
+            "sitebus serve ms",
+            "sitebus / bare, paired median",
+            f"within {STARTUP_TARGET:.2f}x",
+        ],
+        rows,
+    )
+
+
 def report_throughput(folder: Path, quick: bool) -> None:
     rounds = 3 if quick else 9
     seconds = 2.0 if quick else 3.0
@@ -550,6 +589,7 @@ def report_throughput(folder: Path, quick: bool) -> None:
 PARTS = {
     "restart": report_restart,
     "sigterm": report_sigterm,
+    "startup": report_startup,
     "spawn": report_spawn,
     "throughput": report_throughput,
 }

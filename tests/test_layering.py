@@ -75,16 +75,16 @@ def test_default_bus_has_nothing_subscribed_at_import() -> None:
 SERVE_PATH = """
 import io, json, sys
 from sitebus import Bus
-from sitebus._stderr_log import StderrLog
+from sitebus._stderr_log import HeldStderr
 from sitebus.cli import _parser
+from sitebus.plugins.logs import Logs, LogsOptions
 from sitebus.plugins.signals import Signals
 from sitebus.servers import Sockets, SocketsOptions
 from sitebus.servers.base import ServerOptions, is_asgi, load_engine
 _parser().parse_args(["serve", "app:app", "--bind", "127.0.0.1:0"])
-log = StderrLog("debug", hold=False, stream=io.StringIO())
-log.take_stdlib_records()
-bus = Bus(logger=None)
-bus.subscribe("log", log.bus_message)
+bus = Bus()
+logs = Logs(bus, LogsOptions(logger="", handlers=(HeldStderr(hold=False, stream=io.StringIO()),)))
+logs.subscribe()
 sockets = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0", "localhost:0")))
 sockets.subscribe()
 app = lambda environ, start_response: []
@@ -93,22 +93,17 @@ load_engine("wsgiref")(bus, app, sockets, ServerOptions(threads=4)).subscribe()
 Signals(bus)
 bus.start()
 bus.exit()
-log.release_stdlib_records()
+logs.unsubscribe()
 print(json.dumps(sorted(sys.modules)))
 """
 
 # Modules the serve path once loaded for little use, each a millisecond or
-# more of every start and restart: dataclasses for option records, shutil
-# (with zlib, bz2, lzma) for argparse's terminal width, the IDNA codec for
-# encoding "127.0.0.1", ctypes for a stop's filter. (typing, logging, inspect
-# and contextlib are loaded by the default engines anyway.)
-HEAVY = [
-    "ctypes",
-    "dataclasses",
-    "encodings.idna",
-    "lzma",
-    "shutil",
-]
+# more of every start and restart: dataclasses for option records, the IDNA
+# codec for encoding "127.0.0.1", ctypes for a stop's filter. What the
+# default engines load anyway is welcome: logging, typing, inspect,
+# contextlib, importlib; and json, which the hand-over to a re-exec needs
+# loaded before privileges drop.
+HEAVY = ["ctypes", "dataclasses", "encodings.idna"]
 
 
 def _modules_loaded_by(code: str) -> set[str]:

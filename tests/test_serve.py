@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,17 +17,21 @@ from pathlib import Path
 import pytest
 
 from conftest import CHILDREN, WAIT, Child
+from sitebus.errors import BindError
+from sitebus.servers import parse_address
 from test_servers import get
 
 Spawn = Callable[..., Child]
 APPS = {"cheroot": "app", "wsgiref": "app", "waitress": "app", "uvicorn": "asgi"}
 
 
-def serve(spawn: Spawn, engine: str = "cheroot", *extra: str) -> tuple[Child, int]:
+def serve(
+    spawn: Spawn, engine: str = "cheroot", *extra: str, app: str | None = None
+) -> tuple[Child, int]:
     """Start ``sitebus serve`` on a free loopback port; return the child and the port."""
     args = [
         str(CHILDREN / "serve_reporting.py"),
-        f"hello_app:{APPS[engine]}",
+        f"hello_app:{app or APPS[engine]}",
         "--bind",
         "127.0.0.1:0",
         "--engine",
@@ -100,11 +105,13 @@ def test_serve_graceful_stop_finishes_slow_requests(spawn: Spawn) -> None:
     assert child.wait() == 0
 
 
-@pytest.mark.parametrize("engine", list(APPS))
+@pytest.mark.parametrize(
+    ("engine", "app"), [*APPS.items(), ("uvicorn", "app")], ids=[*APPS, "uvicorn-wsgi"]
+)
 def test_a_request_overrunning_the_graceful_timeout_does_not_keep_the_site_alive(
-    spawn: Spawn, engine: str
+    spawn: Spawn, engine: str, app: str
 ) -> None:
-    child, port = serve(spawn, engine, "--graceful-timeout", "0.2")
+    child, port = serve(spawn, engine, "--graceful-timeout", "0.2", app=app)
     # Ten minutes: far past the exit the test waits for.
     threads, results = slow_clients(port, 1, "/slow?600000")
     expect(child, "slow")
@@ -124,6 +131,25 @@ def test_the_app_and_the_engine_log_through_the_sites_log(spawn: Spawn) -> None:
     stderr = child.stderr()
     assert "INFO hello_app: the app logs too" in stderr
     assert "uvicorn.error" not in stderr, "uvicorn's INFO lines retell the bus's"
+
+
+def test_the_bus_and_the_app_write_one_line_format(spawn: Spawn) -> None:
+    """The bus's lines and the app's logging records read the same, as the Logs plugin writes."""
+    args = ["quiet_app:app", "--bind", "127.0.0.1:0", "--engine", "wsgiref"]
+    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
+    port = int(expect(child, "wsgiref serving on http://").rsplit(":", 1)[1])
+    assert get(port, "/log")[0] == 200
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    stderr = child.stderr()
+    for line in (
+        "INFO sitebus: Bus started",
+        "WARNING quiet_app: first logged after the start",
+        "INFO sitebus: Bus exiting",
+    ):
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+        assert re.search(rf"^{stamp} {line}$", stderr, re.MULTILINE), stderr
 
 
 def test_the_collector_runs_again_once_the_app_and_engine_are_imported(spawn: Spawn) -> None:
@@ -310,9 +336,21 @@ def test_an_asgi_app_on_a_wsgi_engine_is_one_line() -> None:
     ("option", "message"),
     [
         (["--threads", "0"], "argument --threads: '0' is not a whole number of at least 1"),
-        (["--backlog", "-5"], "argument --backlog: '-5' is not a whole number of at least 1"),
-        (["--graceful-timeout", "-1"], "'-1' is not a number of seconds >= 0"),
-        (["--unix-mode", "9z"], "'9z' is not octal permission bits such as 660"),
+        (["--backlog", "-5"], "argument --backlog: '-5' is not a whole number from 1 to 65535"),
+        (["--graceful-timeout", "-1"], "'-1' is not a number of seconds from 0 to 86400"),
+        (
+            ["--graceful-timeout", "1e10"],
+            "argument --graceful-timeout: '1e10' is not a number of seconds from 0 to 86400",
+        ),
+        (
+            ["--backlog", "99999999999999999999"],
+            "argument --backlog: '99999999999999999999' is not a whole number from 1 to 65535",
+        ),
+        (["--unix-mode", "9z"], "'9z' is not octal permission bits from 0 to 777, such as 660"),
+        (
+            ["--unix-mode", "7777"],
+            "argument --unix-mode: '7777' is not octal permission bits from 0 to 777",
+        ),
     ],
 )
 def test_bad_option_values_are_one_usage_line(option: list[str], message: str) -> None:
@@ -320,3 +358,108 @@ def test_bad_option_values_are_one_usage_line(option: list[str], message: str) -
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_dependency_of_the_app_is_named_with_its_traceback() -> None:
+    """The module exists but imports one that does not: the error names that one."""
+    done = run_sitebus("serve", "serve_dep_app:app", "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    first, *rest = done.stderr.splitlines()
+    assert first == (
+        'sitebus: error: Module "serve_dep_app" of "serve_dep_app:app" could not import '
+        "its dependency \"serve_dep\": No module named 'serve_dep'"
+    )
+    assert f'File "{CHILDREN / "serve_dep_app.py"}", line 7, in <module>' in done.stderr
+    assert rest[0] == "Traceback (most recent call last):"
+
+
+def test_a_wsgi_app_on_uvicorn_answers_through_the_adapter(spawn: Spawn) -> None:
+    args = [str(CHILDREN / "serve_reporting.py"), "hello_app:app", "--bind", "127.0.0.1:0"]
+    child = spawn([*args, "--engine", "uvicorn"], cwd=CHILDREN)
+    port = int(expect(child, "uvicorn serving on http://127.0.0.1:").rsplit(":", 1)[1])
+    assert get(port) == (200, f"hello {child.pid}".encode())
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+
+
+def test_a_failed_asgi_lifespan_startup_prints_its_cause_and_traceback() -> None:
+    done = run_sitebus("serve", "hello_app:failing_startup", "--bind", "127.0.0.1:0")
+    assert done.returncode == 1
+    first, *rest = done.stderr.splitlines()
+    assert first == (
+        "sitebus: error: uvicorn did not start: the ASGI lifespan startup failed: "
+        "RuntimeError: no database"
+    )
+    assert "in _connect_database" in done.stderr
+    assert rest[-1] == "RuntimeError: no database", done.stderr
+
+
+@pytest.mark.parametrize(
+    "spec", ["127.0.0.1:²", "[::1]:٣", "fd://²", "fd://99999999999999999999", "unix:/tmp/a\0b"]
+)
+def test_an_address_it_does_not_accept_is_one_line(spec: str) -> None:
+    """Non-ASCII digits, a descriptor no C int holds, a NUL in a path: one line, no traceback."""
+    if "\0" in spec:  # no argument can carry a NUL: check the parser itself
+        with pytest.raises(BindError, match="must be in format"):
+            parse_address(spec)
+        return
+    done = run_sitebus("serve", "hello_app:app", "--bind", spec)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f'sitebus: error: Address "{spec}" must be in format')
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_ctrl_c_twice_during_a_slow_asgi_lifespan_start_is_one_line(spawn: Spawn) -> None:
+    """The second Ctrl-C aborts the start: it rolls back and prints one line, no traceback."""
+    args = ["hello_app:slow_startup", "--bind", "127.0.0.1:0", "--engine", "uvicorn"]
+    child = spawn([str(CHILDREN / "serve_ctrl_c.py"), *args], cwd=CHILDREN)
+    child.expect("lifespan startup")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.expect("exited 130")
+    assert child.wait() == 130
+    assert child.stderr() == (
+        "sitebus: interrupted while starting; what had started was stopped\n"
+    ), child.output()
+
+
+def test_a_slow_start_says_what_it_is_starting(spawn: Spawn) -> None:
+    """A slow app import is not silence: a line names the app, engine and address at once."""
+    args = ["serve_slow_app:app", "--bind", "127.0.0.1:0", "--engine", "wsgiref"]
+    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
+    child.expect("importing")
+    child.expect("Starting serve_slow_app:app with wsgiref on 127.0.0.1:0")
+    child.release()
+    port = int(expect(child, "wsgiref serving on http://127.0.0.1:").rsplit(":", 1)[1])
+    assert get(port) == (200, b"ok")
+    child.signal(signal.SIGTERM)
+    expect(child, "exited 0")
+    assert child.wait() == 0
+    assert child.stderr().count("Starting serve_slow_app:app") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--threads", "4"],
+            "sitebus: error: --threads does not apply to the wsgiref engine, "
+            "which serves each connection in a thread of its own\n",
+        ),
+        (
+            ["--certfile", __file__, "--keyfile", __file__],
+            "sitebus: error: The wsgiref engine does not support TLS certificates\n",
+        ),
+    ],
+)
+def test_an_option_the_engine_cannot_honour_is_refused_in_one_line(
+    option: list[str], message: str
+) -> None:
+    done = run_sitebus(
+        "serve", "hello_app:app", "--engine", "wsgiref", "--bind", "127.0.0.1:0", *option
+    )
+    assert done.returncode == 1
+    assert done.stderr == message

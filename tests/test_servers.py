@@ -22,6 +22,7 @@ import pytest
 
 from sitebus import Bus, SitebusError, StartError
 from sitebus.errors import ConfigError
+from sitebus.plugins.threads import Threads
 from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
 from sitebus.servers.base import is_asgi
 
@@ -197,14 +198,34 @@ def test_a_graceful_timeout_the_bus_would_cut_short_is_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"graceful_timeout": -1.0}, "graceful_timeout -1.0 is not a number of seconds >= 0"),
-        ({"graceful_timeout": float("nan")}, "graceful_timeout nan is not a number"),
-        ({"threads": 0}, "threads 0 is not a whole number of at least 1"),
+        ({"graceful_timeout": -1.0}, r"graceful_timeout: -1.0 is out of range: seconds from 0"),
+        ({"graceful_timeout": float("nan")}, "graceful_timeout: nan is out of range"),
+        ({"graceful_timeout": 1e10}, r"graceful_timeout: 10000000000.0 is out .* \(a day\)$"),
+        ({"graceful_timeout": "5"}, "graceful_timeout: expected float, got str '5'$"),
+        ({"threads": 0}, "threads: 0 is out of range: a number of threads from 1"),
     ],
 )
 def test_bad_server_options_are_a_config_error(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerOptions(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backlog": 0}, "backlog: 0 is out of range: a queue length from 1 to 65535"),
+        ({"backlog": 10**20}, "backlog: 100000000000000000000 is out of range"),
+        ({"backlog": True}, "backlog: expected int, got bool True"),
+        ({"unix_mode": 0o7777}, r"unix_mode: 0o7777 is out of range: permission bits 0 to 777"),
+        ({"unix_mode": -1}, "unix_mode: -0o1 is out of range"),
+    ],
+)
+def test_out_of_range_socket_options_are_a_config_error(
+    options: dict[str, Any], message: str
+) -> None:
+    """The bounds the command line checks hold for the options objects too."""
+    with pytest.raises(ConfigError, match=message):
+        SocketsOptions(**options)
 
 
 def test_missing_certificate_file_is_named(tmp_path: Path) -> None:
@@ -365,3 +386,34 @@ def test_engines_are_imported_only_when_chosen() -> None:
 def test_unknown_engine_names_the_known_ones() -> None:
     with pytest.raises(SitebusError, match='Unknown engine "nginx": expected one of cheroot, '):
         load_engine("nginx")
+
+
+def test_the_wsgiref_accept_loop_has_ended_when_its_stop_returns() -> None:
+    """A graceful timeout already spent by the drain does not leave the loop behind.
+
+    The stop used to wait for the loop only until the graceful deadline and
+    then close its selector and pipe under it.
+    """
+    site = Site("wsgiref", options=ServerOptions(graceful_timeout=0.0))
+    for _ in range(20):
+        site.bus.start()
+        assert get(site.port)[0] == 200
+        site.bus.stop()
+        assert [t for t in threading.enumerate() if t.name == "sitebus-wsgiref"] == []
+
+
+@pytest.mark.parametrize("engine", ["cheroot", "waitress", "wsgiref"])
+def test_request_threads_are_announced_to_the_threads_plugin(engine: str) -> None:
+    """Each request thread publishes acquire_thread: start_thread, then stop_thread at the end."""
+    site = Site(engine, options=ServerOptions(graceful_timeout=10.0, threads=4))
+    Threads(site.bus).subscribe()
+    started: list[int] = []
+    stopped: list[int] = []
+    site.bus.subscribe("start_thread", started.append)
+    site.bus.subscribe("stop_thread", stopped.append)
+    with site.bus.running():
+        for _ in range(6):
+            assert get(site.port) == (200, b"hello")
+        assert started, "no request thread was announced"
+        assert set(started) <= {1, 2, 3, 4}, "a pool of 4 holds indexes 1-4"
+    assert sorted(stopped) == sorted(started), "every started thread was stopped"

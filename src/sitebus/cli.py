@@ -10,23 +10,33 @@ status 1, and a usage error status 2 (argparse's own). Subcommands:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import importlib
+import logging
 import os
 import sys
+import threading
+import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._stderr_log import LEVELS, StderrLog
+from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
-from .errors import ImportStringError, SitebusError, StartError
+from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
+from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
+from .servers import Sockets, SocketsOptions
+from .servers._failed_app import FailedStartupServes500, unavailable_app
+from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
+__all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
-__all__ = ["load_app", "main"]
-
-_ENGINE_NAMES = ("cheroot", "uvicorn", "waitress", "wsgiref")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+# Seconds after which a start still under way says what it is starting: a
+# slow app import is not silence, and a start that fails at once still
+# prints only its error.
+SLOW_START = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,26 +46,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
-    except StartError as exc:
-        cause = exc.__cause__
-        message = str(cause) if isinstance(cause, SitebusError) else str(exc)
-        print(f"sitebus: error: {message}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before the bus took signals over (a slow app import), or a
+        # second one during a slow start: the start rolled back on its way here.
+        print("sitebus: interrupted while starting; what had started was stopped", file=sys.stderr)
+        return 130
     except SitebusError as exc:
-        print(f"sitebus: error: {exc}", file=sys.stderr)
+        error: SitebusError = exc
+        if isinstance(exc, StartError) and isinstance(exc.__cause__, SitebusError):
+            error = exc.__cause__
+        print(f"sitebus: error: {error}", file=sys.stderr)
+        if isinstance(error, AppError) and error.__cause__ is not None:
+            print(app_traceback(error.__cause__), file=sys.stderr)
         return 1
+
+
+def app_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by the app's code, without sitebus's frames.
+
+    The import machinery's frames and sitebus's own say nothing about the
+    app: what is left points at the file and line of the app that failed.
+    """
+    ours = (
+        "<frozen importlib",
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(importlib.__file__) + os.sep,
+    )
+    summary = traceback.TracebackException.from_exception(exc)
+    for part in _chain(summary):
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not frame.filename.startswith(ours)]
+        )
+    return "".join(summary.format()).rstrip("\n")
+
+
+def _chain(summary: traceback.TracebackException) -> list[traceback.TracebackException]:
+    parts, seen = [summary], {id(summary)}
+    for part in parts:
+        for linked in (part.__cause__, part.__context__):
+            if linked is not None and id(linked) not in seen:
+                seen.add(id(linked))
+                parts.append(linked)
+    return parts
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitebus",
         description="Run a Python web site on one process bus.",
-        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        formatter_class=_HelpFormatter,
         help="serve one WSGI or ASGI app",
         description="Serve one WSGI or ASGI app. SIGTERM and SIGINT stop it (exit 0); "
         "SIGHUP restarts it in place without refusing a connection.",
@@ -71,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--engine",
-        choices=_ENGINE_NAMES,
+        choices=sorted(ENGINES),
         help="the HTTP server (default: cheroot for WSGI apps, uvicorn for ASGI apps)",
     )
     serve.add_argument(
@@ -79,60 +121,42 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="how long a stop waits for requests in flight (default 30)",
+        help="how long a stop waits for requests in flight, 0 to 86400 (default 30)",
     )
     serve.add_argument(
         "--backlog",
-        type=_positive_int,
+        type=_backlog,
         metavar="N",
-        help="the listen queue length, which also bounds how many connections wait "
-        "across a restart (default 1024)",
+        help="the listen queue length, 1 to 65535, which also bounds how many connections "
+        "wait across a restart (default 1024)",
     )
     serve.add_argument(
         "--threads",
         type=_positive_int,
-        default=10,
-        help="request threads, for cheroot and waitress",
+        metavar="N",
+        help="request threads, for cheroot, waitress, and uvicorn serving a WSGI app "
+        "(default 10; wsgiref has a thread per connection and refuses it)",
     )
-    serve.add_argument("--certfile", help="TLS certificate (PEM), for cheroot")
-    serve.add_argument("--keyfile", help="TLS private key (PEM), for cheroot")
+    serve.add_argument(
+        "--certfile", help="TLS certificate (PEM), for cheroot and uvicorn (others refuse it)"
+    )
+    serve.add_argument(
+        "--keyfile", help="TLS private key (PEM), for cheroot and uvicorn (others refuse it)"
+    )
     serve.add_argument(
         "--unix-mode",
         type=_octal,
         metavar="OCTAL",
-        help="permission bits of Unix socket files, e.g. 660",
+        help="permission bits of Unix socket files, 0 to 777, e.g. 660",
     )
     serve.add_argument(
         "--reload",
         action="store_true",
         help="restart with the new code when a source file of the app changes (development)",
     )
-    serve.add_argument("--log-level", default="info", choices=tuple(LEVELS))
+    serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     serve.set_defaults(command=_serve)
     return parser
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, told the terminal width instead of asking shutil.
-
-    argparse makes a formatter for every ``add_argument`` call to check it,
-    and the stock one imports shutil (and zlib, bz2 and lzma with it) only to
-    read the width: 3 ms of every start, paid again at each in-place restart.
-    """
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_terminal_columns() - 2)
-
-
-def _terminal_columns() -> int:
-    """``$COLUMNS``, else the width of the terminal on standard output, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    try:
-        return os.get_terminal_size(1).columns or 80
-    except OSError:
-        return 80
 
 
 def _positive_int(text: str) -> int:
@@ -146,47 +170,116 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _backlog(text: str) -> int:
+    """argparse type: a listen queue length, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 65535")
+    return value
+
+
 def _seconds(text: str) -> float:
-    """argparse type: a number of seconds, zero or more."""
+    """argparse type: a graceful timeout, 0 to a day."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    if not 0 <= value <= GRACEFUL_TIMEOUT_MAX:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to {GRACEFUL_TIMEOUT_MAX:g}"
+        )
     return value
 
 
 def _octal(text: str) -> int:
-    """argparse type: permission bits written in octal, such as 660."""
+    """argparse type: permission bits written in octal, 0 to 777, such as 660."""
     try:
         value = int(text, 8)
     except ValueError:
         value = -1
-    if not 0 <= value <= 0o7777:
-        raise argparse.ArgumentTypeError(f"{text!r} is not octal permission bits such as 660")
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not octal permission bits from 0 to 777, such as 660"
+        )
     return value
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Imported here: the servers package is not needed by the other commands.
-    from .servers import Sockets, SocketsOptions
-    from .servers.base import ServerOptions, is_asgi, load_engine
-
-    # Debug shows everything as it happens; otherwise a start that fails
-    # prints one line (its error) rather than the rollback's log.
-    log = StderrLog(args.log_level, hold=args.log_level != "debug")
-    log.take_stdlib_records()  # the engine's and the app's logging, once loaded
-    thresholds = _pause_collector()
-    try:
-        app = load_app(args.app)
-        engine = load_engine(args.engine or ("uvicorn" if is_asgi(app) else "cheroot"))
-    finally:
-        _resume_collector(thresholds)
     # The stop of the server waits up to the graceful timeout: the bound on each
     # stop listener (60 s by default) must not cut it short.
-    bus = Bus(listener_timeout=args.graceful_timeout + 30.0, logger=None)
-    bus.subscribe("log", log.bus_message)
+    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
+    # One log for the bus, the engine and the app: the root logger's. Debug
+    # shows everything as it happens; otherwise a start that fails prints one
+    # line (its error) rather than the rollback's log.
+    level = logging.getLevelNamesMapping()[args.log_level.upper()]
+    stderr = HeldStderr(hold=level > logging.DEBUG)
+    logs = Logs(bus, LogsOptions(logger="", level=level, handlers=(stderr,)))
+    logs.subscribe()
+    if level > logging.DEBUG:
+        # uvicorn's INFO lines retell the bus's ("Started server process",
+        # "Shutting down") and would read as if a second server were running.
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    progress = _Progress(args)
+    try:
+        return _serve_on(bus, stderr, args, progress)
+    finally:
+        progress.cancel()
+        logs.unsubscribe()
+
+
+class _Progress:
+    """Says, if the start is still under way after ``SLOW_START`` seconds, what it starts.
+
+    The app, the engine once it is known, and the addresses; written at once
+    even while the log is held back.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.app: str = args.app
+        self.binds: list[str] = args.bind or ["127.0.0.1:8080"]
+        self.engine: str | None = args.engine
+        self._timer = threading.Timer(SLOW_START, self._say)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _say(self) -> None:
+        engine = f" with {self.engine}" if self.engine else ""
+        doing = "" if self.engine else " (importing the app)"
+        logging.getLogger("sitebus").info(
+            f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}", extra={UNHELD: True}
+        )
+
+    def cancel(self) -> None:
+        """The start is over, whichever way it went: say nothing more."""
+        self._timer.cancel()
+
+
+def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:
+    thresholds = _pause_collector()
+    failed: AppError | None = None
+    try:
+        try:
+            app = load_app(args.app)
+        except AppError as exc:
+            if not args.reload:
+                raise
+            # Development: serve a 500 and watch the failed files until they are fixed.
+            app, failed = unavailable_app(exc), exc
+        if args.reload and is_asgi(app):
+            # The same for a failed ASGI lifespan startup: log it, serve a 500.
+            app = FailedStartupServes500(app, functools.partial(_log_app_failure, bus))
+        progress.engine = args.engine or ("uvicorn" if is_asgi(app) else "cheroot")
+        engine = load_engine(progress.engine)
+    finally:
+        _resume_collector(thresholds)
+    if args.threads is not None and not engine.pools_threads:
+        raise ConfigError(
+            f"--threads does not apply to the {engine.engine} engine, "
+            "which serves each connection in a thread of its own"
+        )
     sockets = Sockets(
         bus,
         SocketsOptions(
@@ -197,7 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     options = ServerOptions(
         graceful_timeout=args.graceful_timeout,
-        threads=args.threads,
+        threads=args.threads or ServerOptions.threads,
         certfile=args.certfile,
         keyfile=args.keyfile,
     )
@@ -205,18 +298,21 @@ def _serve(args: argparse.Namespace) -> int:
     sockets.subscribe()
     server.subscribe()
     if args.reload:
-        from .plugins.autoreload import Autoreload
+        from .plugins.autoreload import Autoreload, AutoreloadOptions
 
-        Autoreload(bus).subscribe()
+        watch = [] if failed is None else _log_app_failure(bus, failed)
+        Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     signals = Signals(bus)
     signals.subscribe()
     try:
         try:
             bus.start()
-        except StartError:
-            log.finish(show=False)  # main() prints the one line that says it all
+        except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
+            progress.cancel()
+            stderr.finish(show=False)
             raise
-        log.finish(show=True)
+        progress.cancel()
+        stderr.finish(show=True)
         return bus.block()
     finally:
         signals.unsubscribe()
@@ -253,6 +349,9 @@ def load_app(spec: str) -> Any:
     """Resolve ``"pkg.module:attr"``, the current directory first on ``sys.path``.
 
     Like gunicorn and uvicorn: a site is usually started from its own folder.
+    Raises ``ImportStringError`` when ``spec`` is malformed or names no
+    module, and ``AppError`` when the module's own code fails (its exception
+    is ``__cause__``) or lacks the attribute.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -261,24 +360,47 @@ def load_app(spec: str) -> Any:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        __import__(module_name)  # importlib.import_module, without loading importlib
-        module = sys.modules[module_name]
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        missing = exc.name or ""
+        if missing == module_name or module_name.startswith(f"{missing}."):
             raise ImportStringError(
                 f'Could not import module "{module_name}" of "{spec}": no such module'
             ) from exc
-        raise ImportStringError(f'Error importing "{spec}": {exc}') from exc
+        raise AppError(
+            f'Module "{module_name}" of "{spec}" could not import its dependency "{missing}": {exc}'
+        ) from exc
     except Exception as exc:
-        raise ImportStringError(f'Error importing "{spec}": {type(exc).__name__}: {exc}') from exc
+        raise AppError(f'Error importing "{spec}": {type(exc).__name__}: {exc}') from exc
     app: Any = module
     for part in attr.split("."):
         try:
             app = getattr(app, part)
         except AttributeError:
-            raise ImportStringError(
-                f'Attribute "{attr}" not found in module "{module_name}".'
-            ) from None
+            raise AppError(f'Attribute "{attr}" not found in module "{module_name}".') from None
     if not callable(app):
-        raise ImportStringError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
+        raise AppError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
+
+
+def failed_sources(exc: BaseException) -> list[str]:
+    """The source files of the modules whose code raised ``exc`` as they ran.
+
+    A module that fails while it is imported leaves ``sys.modules``, so
+    autoreload would not watch it: these are the files to watch for its fix.
+    """
+    files = []
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_name == "<module>":
+            files.append(frame.f_code.co_filename)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        files.append(exc.filename)
+    return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
+
+
+def _log_app_failure(bus: Bus, error: AppError) -> list[str]:
+    """Log why the app failed, with its traceback; return the files to watch for a fix."""
+    cause = error.__cause__
+    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
+    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
+    return [] if cause is None else failed_sources(cause)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyRunningError",
+    "AppError",
     "AutoreloadError",
     "BindError",
     "ChannelFailures",
@@ -124,6 +125,15 @@ class BindError(SitebusError):
 
     The message quotes the address as given and says what went wrong: a bad
     form, an address in use, a privileged port, an unknown host.
+    """
+
+
+class AppError(SitebusError):
+    """Raised when the application's own code fails while it is loaded or started.
+
+    An exception while its module runs, a missing app attribute, or a failed
+    ASGI lifespan startup. The app's exception, if any, is ``__cause__``: the
+    command line prints its traceback under the one-line message.
     """
 
 

@@ -3,7 +3,9 @@
 ``/`` answers ``hello <pid>``; ``/slow?MS`` answers the same after MS
 milliseconds (500 by default), first reporting ``slow`` to the test when run
 in a child with a report pipe; ``/log`` logs "the app logs too" at INFO.
-``asgi`` is the same app for ASGI, and reports its lifespan events.
+``asgi`` is the same app for ASGI, and reports its lifespan events;
+``failing_startup`` and ``slow_startup`` are ASGI apps whose lifespan startup
+fails, or takes a minute.
 """
 
 from __future__ import annotations
@@ -57,3 +59,27 @@ async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _connect_database() -> None:
+    raise RuntimeError("no database")
+
+
+async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app whose lifespan startup fails, as Starlette reports it: message, then raise."""
+    assert scope["type"] == "lifespan"
+    await receive()
+    try:
+        _connect_database()
+    except RuntimeError:
+        await send({"type": "lifespan.startup.failed", "message": "see the traceback"})
+        raise
+
+
+async def slow_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``asgi``, whose lifespan startup takes a minute; reports ``lifespan startup`` first."""
+    if scope["type"] == "lifespan":
+        await receive()
+        _report("lifespan startup")
+        await asyncio.sleep(60)
+    await asgi(scope, receive, send)

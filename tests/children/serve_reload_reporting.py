@@ -1,7 +1,8 @@
 """``sitebus serve --reload`` that reports serving, watching and exit to the test.
 
 Every generation (a re-exec runs this again) reports ``serving <pid>`` once
-its server accepts and ``watching`` once autoreload has read the files.
+its server accepts and ``watching`` once autoreload has read the files;
+``app failed`` when the app could not be loaded and a 500 is served instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class _Forward(logging.Handler):
             report("not restarting")
         elif message.startswith("Autoreload: ") and "changed" in message:
             report("changed")
+        elif "Serving 500 until a source file changes" in message:
+            report("app failed")
 
 
 if __name__ == "__main__":

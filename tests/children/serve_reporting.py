@@ -1,9 +1,8 @@
-"""``sitebus serve`` that also reports its "serving on" lines and its exit to the test.
+"""``sitebus serve`` that also reports its "serving on" and "Starting" lines and its exit.
 
 Run as ``serve_reporting.py <serve arguments>``; a re-exec runs it again with
 the same arguments, so every generation reports. It reads the lines off
-stderr rather than through ``logging``, which this child must not load: the
-serve command may run without it.
+stderr, as a person would.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ class _Tee:
     def write(self, text: str) -> int:
         for line in text.splitlines():
             message = line.partition(" sitebus: ")[2]
-            if " serving on " in message:
+            if " serving on " in message or message.startswith("Starting "):
                 report(message)
         return self.stream.write(text)
 

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .._logformat import TEXT_FORMAT, JsonFormatter, TextFormatter
 from .._options import Options
@@ -128,12 +128,19 @@ class _AppendingFile(logging.StreamHandler[TextIO]):
         super().close()
 
 
-class _Saved(NamedTuple):
-    """The logger as the plugin found it."""
+class _Saved:
+    """The logger as the plugin found it.
 
-    handlers: list[logging.Handler]
-    level: int
-    propagate: bool
+    A plain class: a NamedTuple's string annotations would be evaluated with
+    ``compile()`` at import, on the path every ``sitebus serve`` takes.
+    """
+
+    __slots__ = ("handlers", "level", "propagate")
+
+    def __init__(self, handlers: list[logging.Handler], level: int, propagate: bool) -> None:
+        self.handlers = handlers
+        self.level = level
+        self.propagate = propagate
 
 
 class Logs(Plugin):

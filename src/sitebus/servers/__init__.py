@@ -6,7 +6,7 @@ imported only when chosen: ``load_engine("cheroot")``.
 """
 
 from ._address import Address, parse_address
-from .base import ENGINES, Server, ServerOptions, load_engine
+from .base import ENGINES, Server, ServerOptions, as_asgi, load_engine
 from .sockets import Listener, Sockets, SocketsOptions
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ServerOptions",
     "Sockets",
     "SocketsOptions",
+    "as_asgi",
     "load_engine",
     "parse_address",
 ]

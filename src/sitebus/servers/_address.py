@@ -14,6 +14,7 @@ from ..errors import BindError
 
 __all__ = ["Address", "parse_address"]
 
+_FD_MAX = 2**31 - 1  # descriptors are C ints
 FORMS = '"HOST:PORT", "[IPV6]:PORT", "unix:/PATH" or "fd://N"'
 
 
@@ -40,12 +41,12 @@ def parse_address(spec: str) -> Address:
     text = spec.strip()
     if text.startswith("unix:"):
         path = text[len("unix:") :]
-        if not path:
-            raise _malformed(spec, "the socket path is empty")
+        if not path or "\0" in path:
+            raise _malformed(spec, "the socket path is empty or holds a NUL character")
         return Address(spec=spec, kind="unix", path=path)
     if text.startswith("fd://"):
         number = text[len("fd://") :]
-        if not number.isdigit():
+        if not _is_number(number) or int(number) > _FD_MAX:
             raise _malformed(spec, f"{number!r} is not a descriptor number")
         return Address(spec=spec, kind="fd", fd=int(number))
     if text.startswith("["):
@@ -61,8 +62,13 @@ def parse_address(spec: str) -> Address:
     return Address(spec=spec, kind="tcp", host=host, port=_port(spec, port))
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _port(spec: str, text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
+    if not _is_number(text) or int(text) > 65535:
         raise _malformed(spec, f"the port {text!r} is not a number from 0 to 65535")
     return int(text)
 
@@ -71,12 +77,11 @@ def _malformed(spec: str, why: str) -> BindError:
     return BindError(f'Address "{spec}" must be in format {FORMS}: {why}.')
 
 
-def url(sock: socket.socket, *, tls: bool = False) -> str:
+def url(sock: socket.socket) -> str:
     """The URL a client uses to reach ``sock``, for the "serving on" line."""
-    scheme = "https" if tls else "http"
     if sock.family == socket.AF_UNIX:
-        return f"{scheme}+unix://{sock.getsockname()}"
+        return f"http+unix://{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"http://{host}:{port}"

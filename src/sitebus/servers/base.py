@@ -14,28 +14,24 @@ the next image and new connections wait in their queue for it.
 
 from __future__ import annotations
 
-import functools
-import math
+import importlib
+import inspect
+import logging
 import os
 import socket
-import sys
 import time
-import types
 from collections.abc import Callable
+from typing import Any, ClassVar
 
-from .._options import Options
-from ..bus import WARNING, Bus
+from .._options import Options, check_range
+from ..bus import Bus
 from ..errors import ConfigError, MissingExtraError, SitebusError
 from ..plugin import Plugin, StartOrder, priority
 from .sockets import Sockets
 
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any, ClassVar
+App = Callable[..., Any]
 
-    App = Callable[..., Any]
-
-__all__ = ["ENGINES", "Server", "ServerOptions", "load_engine"]
+__all__ = ["ENGINES", "Server", "ServerOptions", "as_asgi", "is_asgi", "load_engine"]
 
 # name -> (module, class, pip extra); modules are imported only when chosen.
 ENGINES: dict[str, tuple[str, str, str | None]] = {
@@ -46,6 +42,9 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# A day: far beyond any sensible stop, and far within what timeouts and clocks can take.
+GRACEFUL_TIMEOUT_MAX = 86400.0
+
 # What a stop needs beyond the graceful timeout: uvicorn's lifespan shutdown
 # and the engines' last clean-up. The bus's listener_timeout must leave it.
 _STOP_SLACK = 5.0
@@ -55,7 +54,8 @@ class ServerOptions(Options):
     """How an engine serves.
 
     ``graceful_timeout``: seconds a stop waits for in-flight requests (30, as
-    gunicorn). ``threads``: request threads for the engines that pool them.
+    gunicorn). ``threads``: request threads for the engines that pool them
+    (cheroot, waitress, and uvicorn for a WSGI app; not wsgiref).
     ``certfile``/``keyfile``: TLS, for the engines that support it.
     """
 
@@ -65,12 +65,10 @@ class ServerOptions(Options):
     keyfile: str | None = None
 
     def __post_init__(self) -> None:
-        if not (self.graceful_timeout >= 0 and math.isfinite(self.graceful_timeout)):
-            raise ConfigError(
-                f"graceful_timeout {self.graceful_timeout!r} is not a number of seconds >= 0"
-            )
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ConfigError(f"threads {self.threads!r} is not a whole number of at least 1")
+        check_range(
+            self, "graceful_timeout", 0, GRACEFUL_TIMEOUT_MAX, "seconds from 0 to 86400 (a day)"
+        )
+        check_range(self, "threads", 1, 10_000, "a number of threads from 1 to 10000")
 
 
 class Server(Plugin):
@@ -86,6 +84,7 @@ class Server(Plugin):
     engine: ClassVar[str] = ""
     tls_supported: ClassVar[bool] = False
     serves_asgi: ClassVar[bool] = False  # else WSGI only
+    pools_threads: ClassVar[bool] = True  # False: ``threads`` does not apply
 
     def __init__(
         self, bus: Bus, app: App, sockets: Sockets, options: ServerOptions | None = None
@@ -118,6 +117,26 @@ class Server(Plugin):
     def tls(self) -> bool:
         return self.options.certfile is not None
 
+    def request_app(self) -> App:
+        """The app as the engine calls it: a WSGI app first announces its request thread.
+
+        Each request publishes ``acquire_thread`` in the thread that serves it,
+        as CherryPy's do, so the ``Threads`` plugin sees every request thread
+        (a thread's first acquire publishes ``start_thread``, later ones
+        nothing). Pool threads are released when the bus stops; an engine
+        whose threads end with their connection releases them itself.
+        """
+        app = self.app
+        if is_asgi(app):
+            return app  # requests run in the event loop's thread, not a thread each
+        publish = self.bus.publish
+
+        def announcing_thread(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            publish("acquire_thread")
+            return app(environ, start_response)
+
+        return announcing_thread
+
     @priority(StartOrder.SERVERS)
     def start(self) -> None:
         socks = [listener.socket.dup() for listener in self.sockets.listeners]
@@ -142,7 +161,7 @@ class Server(Plugin):
         if not self.bus.restarting:
             self.sockets.hold_off()
             if not self.sockets.wait_drained(deadline):
-                self.bus.log("Connections still queued at the graceful timeout", WARNING)
+                self.bus.log("Connections still queued at the graceful timeout", logging.WARNING)
         self.shutdown(deadline)
 
     def serve(self, socks: list[socket.socket]) -> None:
@@ -160,8 +179,7 @@ def load_engine(name: str) -> type[Server]:
         known = ", ".join(sorted(ENGINES))
         raise SitebusError(f'Unknown engine "{name}": expected one of {known}') from None
     try:
-        __import__(module_name)  # importlib.import_module, without loading importlib
-        module = sys.modules[module_name]
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if extra is None or exc.name is None or exc.name.startswith("sitebus"):
             raise
@@ -172,23 +190,36 @@ def load_engine(name: str) -> type[Server]:
     return engine
 
 
+def as_asgi(app: App, *, threads: int = 10) -> App:
+    """``app`` as an ASGI app: itself if it is one, else a WSGI app adapted by a2wsgi.
+
+    a2wsgi's ``WSGIMiddleware`` runs each WSGI request on a pool of
+    ``threads`` threads and streams its body back to the event loop, so one
+    ASGI engine can serve WSGI and ASGI apps side by side. The pool's threads
+    are daemons, as the WSGI engines' are: a request still running when the
+    process exits does not hold the exit.
+    """
+    if is_asgi(app):
+        return app
+    try:
+        from a2wsgi import WSGIMiddleware  # the uvicorn extra brings it
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            "Serving a WSGI app on an ASGI engine needs a2wsgi: pip install 'sitebus[uvicorn]'"
+        ) from exc
+    from ._daemon_pool import DaemonThreadPool  # only with a2wsgi
+
+    adapter = WSGIMiddleware(app, workers=threads)
+    adapter.executor.shutdown(wait=False)  # its own pool, which has started no thread yet
+    # a2wsgi only hands it to loop.run_in_executor, which needs submit() alone.
+    adapter.executor = DaemonThreadPool(threads, "sitebus-wsgi")  # type: ignore[assignment]  # see above
+    return adapter
+
+
 def is_asgi(app: App) -> bool:
     """True for an ASGI application: a coroutine function, or an object with one as __call__.
 
-    What ``inspect.iscoroutinefunction`` answers (through bound methods and
-    ``functools.partial``), read from the code flags directly: importing
-    ``inspect`` (with ``ast``, ``dis`` and more) would cost every start of a
-    WSGI engine several milliseconds for this one check.
+    Bound methods and ``functools.partial`` count as what they wrap.
     """
     call = getattr(type(app), "__call__", None)  # noqa: B004  # the method itself, not callable()
-    return _is_coroutine_function(app) or _is_coroutine_function(call)
-
-
-_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
-
-
-def _is_coroutine_function(fn: object) -> bool:
-    while isinstance(fn, types.MethodType | functools.partial):
-        fn = fn.__func__ if isinstance(fn, types.MethodType) else fn.func
-    code = getattr(fn, "__code__", None)
-    return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)

@@ -5,12 +5,25 @@ that socket to wake its accept loop and then closes it. Neither suits sockets
 the bus owns: a self-connect would be held off by the SYN filter of a graceful
 stop (a one-second stall) or, during a restart, be handed to the next image
 as an empty connection. So this adapter replaces those two steps: it serves a
-given socket, and wakes the loop through a pipe registered beside it.
+given socket, and wakes the loop through the bus's ``Wakeup`` pipe registered
+beside it.
+
+That takes cheroot internals, which its public API does not offer; the
+``cheroot`` extra pins the major versions this adapter is tested with (``>=10,
+<12``), so an upgrade fails in CI rather than in production:
+
+- ``ConnectionManager._selector``: where the wake-up pipe is registered, so
+  the accept loop's own wait sees it;
+- ``HTTPServer._unservicable_conns`` and ``server._STOPPING_FOR_INTERRUPT``,
+  ``ConnectionManager._stop_requested``: what cheroot's own ``stop()`` sets
+  to leave the accept loop, without its self-connect;
+- ``HTTPServer.prepare()``'s body (``_interrupt``, ``_connections``,
+  ``_start_time``), rewritten here to take a given socket instead of binding.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import selectors
 import socket
 import threading
@@ -19,7 +32,7 @@ from collections.abc import Callable
 
 from cheroot import connections, server, wsgi
 
-from ..bus import WARNING
+from .._wakeup import Wakeup
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -58,7 +71,7 @@ class _Cheroot(wsgi.Server):
         super().__init__(bind_addr, app, numthreads=threads)
         self._given = sock
         self._log = log
-        self._wake_read, self._wake_write = os.pipe()
+        self._wakeup = Wakeup()
 
     def prepare(self) -> None:
         self._interrupt = None
@@ -69,12 +82,12 @@ class _Cheroot(wsgi.Server):
         self.socket.settimeout(1)
         self._connections = connections.ConnectionManager(self)
         selector = self._connections._selector  # type: ignore[attr-defined]  # private: see the module docstring
-        selector.register(self._wake_read, selectors.EVENT_READ, _Wake())
+        selector.register(self._wakeup.fileno(), selectors.EVENT_READ, _Wake())
         _in_daemon_thread(self.requests.start)
         self.ready = True
         self._start_time = time.time()
 
-    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """cheroot's error hook, into the bus's log rather than straight to stderr."""
         self._log(f"cheroot: {msg}", level, traceback)
 
@@ -84,7 +97,7 @@ class _Cheroot(wsgi.Server):
         # cheroot's own stop() does these two, then the self-connect we avoid.
         self._unservicable_conns.put(server._STOPPING_FOR_INTERRUPT)  # type: ignore[attr-defined]  # private: see the module docstring
         self._connections._stop_requested = True  # type: ignore[attr-defined]  # private: see the module docstring
-        os.write(self._wake_write, b"\0")
+        self._wakeup.ping()
 
     def finish(self, deadline: float) -> bool:
         """Close idle keep-alive connections, let the workers finish, release the socket.
@@ -107,8 +120,7 @@ class _Cheroot(wsgi.Server):
         stopper.join(max(0.0, deadline - time.monotonic()) + _FORCE_CLOSE_GRACE)
         self.socket.close()
         self.socket = None
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._wakeup.close()
         return not stopper.is_alive()
 
 
@@ -144,9 +156,10 @@ class CherootServer(Server):
     def serve(self, socks: list[socket.socket]) -> None:
         self._servers: list[_Cheroot] = []
         self._threads: list[threading.Thread] = []
+        app = self.request_app()
         try:
             for sock in socks:
-                httpd = _Cheroot(sock, self.app, self.options.threads, self._error_log)
+                httpd = _Cheroot(sock, app, self.options.threads, self._error_log)
                 if self.options.certfile:
                     from cheroot.ssl.builtin import BuiltinSSLAdapter  # only for TLS
 
@@ -173,5 +186,5 @@ class CherootServer(Server):
         if not all(finished):
             self.bus.log(
                 "cheroot: requests still running at the graceful timeout were abandoned",
-                WARNING,
+                logging.WARNING,
             )

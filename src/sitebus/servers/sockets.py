@@ -22,11 +22,12 @@ import socket
 import stat
 
 from .. import _handover
-from .._options import Options
+from .._options import Options, check_range
 from ..bus import Bus
 from ..errors import BindError
 from ..plugin import Plugin, StartOrder, priority
 from ._address import Address, parse_address, url
+from ._holdoff import hold_off_syn, wait_queue_empty
 
 __all__ = ["Listener", "Sockets", "SocketsOptions", "bind"]
 
@@ -45,6 +46,11 @@ class SocketsOptions(Options):
     backlog: int = 1024
     unix_mode: int | None = None
     drain_quiet: float = 0.05
+
+    def __post_init__(self) -> None:
+        # The kernel caps the backlog lower still (net.core.somaxconn).
+        check_range(self, "backlog", 1, 65535, "a queue length from 1 to 65535")
+        check_range(self, "unix_mode", 0, 0o777, "permission bits 0 to 777 (octal)")
 
 
 class Listener:
@@ -127,10 +133,6 @@ class Sockets(Plugin):
 
     def hold_off(self) -> None:
         """Stop new connections from being queued; queued ones stay to be served."""
-        # Imported here, as in wait_drained: only a stop needs it, and a start
-        # saves loading it (with struct).
-        from ._holdoff import hold_off_syn
-
         for listener in self.listeners:
             if listener.unix_path is not None:
                 _remove_socket_file(listener)
@@ -139,8 +141,6 @@ class Sockets(Plugin):
 
     def wait_drained(self, deadline: float) -> bool:
         """Wait (until ``deadline``, monotonic) for the engines to accept what is queued."""
-        from ._holdoff import wait_queue_empty
-
         socks = [listener.socket for listener in self.listeners]
         return wait_queue_empty(socks, self.options.drain_quiet, deadline)
 

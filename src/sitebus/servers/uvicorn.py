@@ -1,26 +1,31 @@
-"""uvicorn as an engine for ASGI apps, on the bus's sockets, in its own thread and loop.
+"""uvicorn as an engine for ASGI apps (and WSGI apps through a2wsgi), in its own thread and loop.
 
 uvicorn's ``Server.serve(sockets=...)`` already serves given sockets; run in a
 thread other than the main one it installs no signal handlers, which is what
 a site needs: the bus owns signals. The ASGI lifespan follows the bus: the
 start listener returns only once ``lifespan.startup`` completed (and fails the
-bus start if it failed), and the stop listener returns once
-``lifespan.shutdown`` did.
+bus start if it failed, with the app's exception as the cause), and the stop
+listener returns once ``lifespan.shutdown`` did. A WSGI app is served through
+``as_asgi``: a2wsgi's adapter, on a pool of ``threads`` threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
 
 import uvicorn
 
-from ..bus import ERROR, WARNING
-from ..errors import SitebusError
-from .base import Server, is_asgi
+from ..errors import AppError, describe
+from .base import Server, as_asgi
+
+TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["UvicornServer"]
 
@@ -67,18 +72,48 @@ class _Uvicorn(uvicorn.Server):
             await asyncio.sleep(0.005)
 
 
+class _LifespanWatch:
+    """The ASGI app, noting why its lifespan startup failed, if it does.
+
+    uvicorn logs the failure and ends; the bus start must say why instead:
+    the exception the app raised, or the message it sent with
+    ``lifespan.startup.failed``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.exception: BaseException | None = None
+        self.message = ""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def noting_send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self.message = str(message.get("message") or "")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except BaseException as exc:
+            self.exception = exc
+            raise
+
+
 class UvicornServer(Server):
-    """Serves an ASGI app with uvicorn; supports TLS."""
+    """Serves an ASGI app, or a WSGI app through a2wsgi, with uvicorn; supports TLS."""
 
     engine = "uvicorn"
     tls_supported = True
     serves_asgi = True
 
     def serve(self, socks: list[socket.socket]) -> None:
+        self._app = _LifespanWatch(as_asgi(self.request_app(), threads=self.options.threads))
         config = uvicorn.Config(
-            self.app,
-            # A bound method or a wrapped callable defeats uvicorn's own guess.
-            interface="asgi3" if is_asgi(self.app) else "auto",
+            self._app,
+            interface="asgi3",
             lifespan="auto",
             log_config=None,
             access_log=False,
@@ -96,7 +131,12 @@ class UvicornServer(Server):
         if not self._server.started:
             self._server.should_exit = True
             self._thread.join(self.bus.listener_timeout)
-            raise SitebusError("uvicorn did not start: the ASGI lifespan startup failed")
+            failed = "uvicorn did not start: the ASGI lifespan startup failed"
+            cause = self._app.exception
+            if cause is not None:
+                raise AppError(f"{failed}: {describe(cause)}") from cause
+            why = self._app.message.strip().splitlines()
+            raise AppError(f"{failed}: {why[-1]}" if why else failed)
 
     def _run(self, socks: list[socket.socket]) -> None:
         try:
@@ -104,7 +144,7 @@ class UvicornServer(Server):
         except SystemExit:  # uvicorn's way of saying that lifespan startup failed
             pass
         except Exception:
-            self.bus.log("uvicorn stopped on an error", ERROR, exc_info=True)
+            self.bus.log("uvicorn stopped on an error", logging.ERROR, exc_info=True)
         finally:
             for sock in socks:
                 sock.close()
@@ -122,4 +162,4 @@ class UvicornServer(Server):
         # uvicorn's own bound, plus its lifespan shutdown.
         self._thread.join(left + 5.0)
         if self._thread.is_alive():
-            self.bus.log("uvicorn still running after the graceful timeout", WARNING)
+            self.bus.log("uvicorn still running after the graceful timeout", logging.WARNING)

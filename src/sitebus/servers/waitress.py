@@ -9,6 +9,7 @@ channel has answered what it received; idle keep-alive channels are closed.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,7 +19,6 @@ from waitress.channel import HTTPChannel  # type: ignore[import-untyped]  # wait
 from waitress.server import BaseWSGIServer  # type: ignore[import-untyped]  # waitress ships no types
 from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]  # waitress ships no types
 
-from ..bus import WARNING
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -40,10 +40,11 @@ class WaitressServer(Server):
         self._map: dict[int, Any] = {}
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(self.options.threads)
+        app = self.request_app()
         # One waitress server per socket, on one map and one thread pool:
         # create_server refuses to mix TCP and Unix sockets in one call.
         for sock in socks:
-            create_server(self.app, map=self._map, sockets=[sock], _dispatcher=dispatcher)
+            create_server(app, map=self._map, sockets=[sock], _dispatcher=dispatcher)
         self._listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
         self._use_poll = self._listeners[0].adj.asyncore_use_poll  # as waitress's own run()
         self._stopping = False
@@ -85,7 +86,9 @@ class WaitressServer(Server):
         self._listeners[0].trigger.pull_trigger(self._stop_accepting)
         self._thread.join(max(0.0, deadline - time.monotonic()) + _POLL)
         if self._busy():
-            self.bus.log("waitress: requests still running at the graceful timeout", WARNING)
+            self.bus.log(
+                "waitress: requests still running at the graceful timeout", logging.WARNING
+            )
         dispatcher = self._listeners[0].task_dispatcher
         dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         wasyncore.close_all(self._map)

@@ -3,21 +3,22 @@
 wsgiref brings the HTTP parsing and the WSGI gateway; the accept loop is ours,
 because ``socketserver.serve_forever`` wakes up to notice a shutdown only
 every ``poll_interval`` and joins its request threads without a bound. This
-loop sleeps in ``select`` on the listeners and a wake-up pipe, so a stop is
-noticed at once, and the stop waits for request threads up to the graceful
-deadline.
+loop sleeps in a selector on the listeners and the bus's ``Wakeup`` pipe, so a
+stop is noticed at once, and the stop waits for request threads up to the
+graceful deadline. It serves one thread per connection: ``threads`` does not
+apply (``sitebus serve --engine wsgiref --threads N`` is refused).
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import selectors
 import socket
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from ..bus import ERROR, WARNING
+from .._wakeup import Wakeup
 from .base import Server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["WsgirefServer"]
+
+# How long a stop waits for the accept loop to see its wake-up: it does
+# nothing slow, so this bound is only ever reached if something is badly wrong.
+_LOOP_EXIT = 5.0
 
 
 class _Handler(WSGIRequestHandler):
@@ -55,12 +60,14 @@ class WsgirefServer(Server):
     """Serves a WSGI app with the standard library; a thread per connection."""
 
     engine = "wsgiref"
+    pools_threads = False
 
     def serve(self, socks: list[socket.socket]) -> None:
-        self._gateways = {sock.fileno(): _Gateway(sock, self.app) for sock in socks}
+        app = self.request_app()
+        self._gateways = {sock.fileno(): _Gateway(sock, app) for sock in socks}
         self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe()
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._wakeup = Wakeup()
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
         for sock in socks:
             sock.setblocking(False)
             self._selector.register(sock, selectors.EVENT_READ)
@@ -68,13 +75,13 @@ class WsgirefServer(Server):
         self._stopping = False
         self._requests: set[threading.Thread] = set()
         self._requests_lock = threading.Lock()
-        self._loop = threading.Thread(target=self._accept_loop, name="sitebus-wsgiref")
+        self._loop = threading.Thread(target=self._accept_loop, name="sitebus-wsgiref", daemon=True)
         self._loop.start()
 
     def _accept_loop(self) -> None:
         while not self._stopping:
             for key, _ in self._selector.select():
-                if key.fd == self._wake_read:
+                if key.fileobj is self._wakeup:
                     return
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]  # we registered sockets
                 try:
@@ -82,7 +89,7 @@ class WsgirefServer(Server):
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError as exc:
-                    self.bus.log(f"wsgiref: accept failed: {exc}", ERROR)
+                    self.bus.log(f"wsgiref: accept failed: {exc}", logging.ERROR)
                     continue
                 if sock.family == socket.AF_UNIX:
                     peer = ("", 0)
@@ -101,7 +108,7 @@ class WsgirefServer(Server):
             conn.setblocking(True)
             gateway.RequestHandlerClass(conn, peer, gateway)
         except Exception:
-            self.bus.log("wsgiref: request failed", ERROR, exc_info=True)
+            self.bus.log("wsgiref: request failed", logging.ERROR, exc_info=True)
         finally:
             # Half-close first, so that the client reads the whole answer
             # before the close, rather than a reset.
@@ -112,14 +119,25 @@ class WsgirefServer(Server):
             conn.close()
             with self._requests_lock:
                 self._requests.discard(threading.current_thread())
+            # This thread ends with its connection: announce its end as well.
+            try:
+                self.bus.publish("release_thread")
+            except Exception:
+                self.bus.log("wsgiref: releasing a request thread failed", logging.ERROR, True)
 
     def shutdown(self, deadline: float) -> None:
         self._stopping = True
-        os.write(self._wake_write, b"\0")
-        self._loop.join(max(0.0, deadline - time.monotonic()))
-        self._selector.close()
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+        self._wakeup.ping()
+        # Not bounded by the graceful deadline, which the drain may have used
+        # up already: the loop would still be in its selector, and closing the
+        # selector and pipe under it could leave it waiting for ever on a
+        # descriptor closed (or reused) beneath it.
+        self._loop.join(_LOOP_EXIT)
+        if self._loop.is_alive():
+            self.bus.log("wsgiref: the accept loop did not stop; left behind", logging.ERROR)
+        else:
+            self._selector.close()
+            self._wakeup.close()
         for sock in self._socks:
             sock.close()
         with self._requests_lock:
@@ -130,5 +148,5 @@ class WsgirefServer(Server):
         if left:
             self.bus.log(
                 f"wsgiref: {left} request(s) still running at the graceful timeout",
-                WARNING,
+                logging.WARNING,
             )
