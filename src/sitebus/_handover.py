@@ -22,6 +22,7 @@ listening socket that nobody accepts on, or a PID file locked by nobody.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -101,8 +102,6 @@ def close_unclaimed() -> None:
     for section, fds in record.pop("fds", {}).items():
         record.get("sections", {}).pop(section, None)
         for fd in fds:
-            try:
+            with contextlib.suppress(OSError):  # already closed, or never ours
                 os.close(fd)
-            except OSError:  # already closed, or never ours
-                pass
     _write(record)

@@ -13,11 +13,13 @@ unable to read the standard library (an interpreter under ``/root``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import sys
 from collections.abc import Callable
+from logging import ERROR, INFO
 from typing import TYPE_CHECKING
 
 from . import _handover
@@ -26,8 +28,6 @@ from .errors import describe
 if TYPE_CHECKING:
     from ._wakeup import Wakeup
 
-# logging.INFO and logging.ERROR, without importing logging (see bus.py)
-_INFO, _ERROR = 20, 40
 
 # Signals held back across a re-exec: a signal that lands while the new image
 # boots would otherwise meet the default action (death) before any handler is
@@ -106,7 +106,7 @@ def reexec(
        it again (``release_held_signals``) before unblocking.
     """
     argv = [sys.executable, *sys.orig_argv[1:]]
-    log(f"Re-executing: {shlex.join(argv)}", _INFO)
+    log(f"Re-executing: {shlex.join(argv)}", INFO)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
@@ -114,7 +114,7 @@ def reexec(
         try:
             os.chdir(LAUNCH_DIR)
         except OSError as exc:
-            log(f"Cannot return to {LAUNCH_DIR} to re-exec: {describe(exc)}", _ERROR)
+            log(f"Cannot return to {LAUNCH_DIR} to re-exec: {describe(exc)}", ERROR)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     wakeup.drain()
     pending_exit = exit_request()
@@ -129,7 +129,7 @@ def reexec(
         _handover.take("signals")
         _handover.take("exit")
         os.set_inheritable(wakeup.fileno(), False)
-        log(f"Re-exec of {sys.executable} failed: {describe(exc)}", _ERROR)
+        log(f"Re-exec of {sys.executable} failed: {describe(exc)}", ERROR)
 
 
 def release_held_signals() -> None:
@@ -162,10 +162,8 @@ def _read_all(fd: int) -> set[int]:
     except OSError:  # empty (EAGAIN), or not open
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     return seen
 
 

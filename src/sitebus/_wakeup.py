@@ -16,6 +16,7 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 
@@ -36,10 +37,8 @@ class Wakeup:
         if self.closed:
             return
         # Full: a wake-up is already pending, so this one coalesces.
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.write_fd, b"\0")
-        except OSError:
-            pass
 
     def drain(self) -> None:
         """Empty the pipe, so that the next wait sleeps until the next ping."""

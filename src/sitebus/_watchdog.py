@@ -27,6 +27,7 @@ looks again.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import signal
@@ -182,10 +183,8 @@ class _Watchdog:
                     continue
                 self._idle = False
             for action in actions:
-                try:
+                with contextlib.suppress(Exception):  # a broken log handler must not end us
                     action()
-                except Exception:  # a broken log handler must not end the watchdog
-                    pass
 
 
 _WATCHDOG = _Watchdog()

@@ -7,10 +7,7 @@ an exit status.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
+from typing import Any
 
 __all__ = [
     "AlreadyRunningError",

@@ -22,6 +22,7 @@ signals are blocked until it has installed its own handlers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -172,10 +173,8 @@ class Daemon(Plugin):
 
 
 def _write_line(fd: int, line: str) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the launching process is gone: nobody to tell
         os.write(fd, line.encode("utf-8", "replace") + b"\n")
-    except OSError:  # the launching process is gone (killed): nobody to tell
-        pass
 
 
 def _redirect(target: int, path: str | os.PathLike[str], flags: int) -> None:

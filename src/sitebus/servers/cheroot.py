@@ -29,15 +29,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from cheroot import connections, server, wsgi
 
 from .._wakeup import Wakeup
 from .base import Server
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = ["CherootServer"]
 

@@ -16,6 +16,7 @@ order, the first entry of each of its addresses (two plugins may both bind
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -259,10 +260,8 @@ def _remove_stale(address: Address) -> None:
     try:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         return
     except OSError as exc:
         raise _bind_error(address, exc) from exc
@@ -275,10 +274,8 @@ def _remove_socket_file(listener: Listener) -> None:
     path, inode = listener.unix_path, listener.unix_inode
     listener.unix_path = None
     if path is not None and inode is not None and _inode(path) == inode:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def _inode(path: str) -> int | None:

@@ -17,15 +17,12 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
 from ..errors import AppError, describe
 from .base import Server, as_asgi
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = ["UvicornServer"]
 

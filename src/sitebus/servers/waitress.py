@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]  # waitress ships no types
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]  # waitress ships no types
@@ -20,10 +21,6 @@ from waitress.server import BaseWSGIServer  # type: ignore[import-untyped]  # wa
 from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]  # waitress ships no types
 
 from .base import Server
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = ["WaitressServer"]
 

@@ -11,19 +11,17 @@ apply (``sitebus serve --engine wsgiref --threads N`` is refused).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
 import threading
 import time
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from .._wakeup import Wakeup
 from .base import Server
-
-TYPE_CHECKING = False  # typing is not imported at run time: see bus.py
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = ["WsgirefServer"]
 
@@ -112,10 +110,8 @@ class WsgirefServer(Server):
         finally:
             # Half-close first, so that the client reads the whole answer
             # before the close, rather than a reset.
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             conn.close()
             with self._requests_lock:
                 self._requests.discard(threading.current_thread())
