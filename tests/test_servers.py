@@ -120,7 +120,7 @@ class Site:
         binds: tuple[str, ...] = ("127.0.0.1:0",),
         options: ServerOptions | None = None,
     ) -> None:
-        self.bus = Bus(listener_timeout=2 * WAIT)  # above any graceful timeout used here
+        self.bus = Bus(listener_timeout=2 * WAIT, exit_timeout=4 * WAIT)  # above any graceful one
         self.app = App()
         self.logged: list[str] = []
         self.bus.subscribe("log", lambda message, level, exc: self.logged.append(message))
@@ -187,7 +187,7 @@ def test_engine_without_tls_refuses_a_certificate() -> None:
 
 
 def test_a_graceful_timeout_the_bus_would_cut_short_is_refused() -> None:
-    bus = Bus(listener_timeout=20.0)
+    bus = Bus(exit_timeout=20.0)
     sockets = Sockets(bus, SocketsOptions(binds=("127.0.0.1:0",)))
     engine = load_engine("wsgiref")
     with pytest.raises(ConfigError, match="graceful_timeout 30 s leaves no time within the bus"):

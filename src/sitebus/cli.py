@@ -210,7 +210,12 @@ def _octal(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # The stop of the server waits up to the graceful timeout: the bound on each
     # stop listener (60 s by default) must not cut it short.
-    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
+    # A stop may take the whole graceful timeout: named in the log only past
+    # it, and the process ended (exit_timeout) only well after it.
+    bus = Bus(
+        listener_timeout=args.graceful_timeout + 30.0,
+        exit_timeout=args.graceful_timeout + 60.0,
+    )
     # One log for the bus, the engine and the app: the root logger's. Debug
     # shows everything as it happens; otherwise a start that fails prints one
     # line (its error) rather than the rollback's log.

@@ -46,7 +46,7 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
 GRACEFUL_TIMEOUT_MAX = 86400.0
 
 # What a stop needs beyond the graceful timeout: uvicorn's lifespan shutdown
-# and the engines' last clean-up. The bus's listener_timeout must leave it.
+# and the engines' last clean-up. The bus's exit_timeout must leave it.
 _STOP_SLACK = 5.0
 
 
@@ -98,12 +98,12 @@ class Server(Plugin):
                 "(a coroutine function): serve it with the uvicorn engine"
             )
         self.options = options or ServerOptions()
-        bound = bus.listener_timeout
+        bound = bus.exit_timeout
         if bound is not None and self.options.graceful_timeout + _STOP_SLACK > bound:
             raise ConfigError(
                 f"graceful_timeout {self.options.graceful_timeout:g} s leaves no time within "
-                f"the bus's listener_timeout of {bound:g} s, which would cut the stop short: "
-                f"make the bus with listener_timeout above "
+                f"the bus's exit_timeout of {bound:g} s, which would cut the stop short: "
+                f"make the bus with exit_timeout above "
                 f"{self.options.graceful_timeout + _STOP_SLACK:g}"
             )
         if (self.options.certfile or self.options.keyfile) and not self.tls_supported:
