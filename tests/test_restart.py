@@ -97,19 +97,19 @@ def test_repeated_sigterm_while_stopping_coalesces_and_requests_complete(spawn: 
     assert "exiting now" not in child.stderr()
 
 
-def test_second_sigint_while_stopping_still_exits_at_once(spawn: Spawn) -> None:
-    """A person pressing Ctrl-C again gives up on the requests in flight."""
-    child, port = serve_steps(spawn)
+@pytest.mark.parametrize("engine", ["wsgiref", "cheroot", "waitress", "uvicorn"])
+def test_second_sigint_while_stopping_still_exits_at_once(spawn: Spawn, engine: str) -> None:
+    """A person pressing Ctrl-C again gives up on the requests in flight, and the
+    process really ends: no engine thread holds the interpreter open."""
+    child, port = serve_steps(spawn, engine=engine)
     threads, _ = slow_clients(port, 1, "/slow?600000")
     child.expect("slow")
     child.signal(signal.SIGINT)
     child.expect("Bus stopping")
     child.signal(signal.SIGINT)
     child.expect("exited 1")
+    assert child.wait() == 1, child.output()
     assert "Second exit request while stopping: exiting now" in child.stderr()
-    # Not waited for: the engine's threads may still hold the interpreter (the
-    # forced exit abandons their stop), so the test kills the child by PID.
-    child.process.kill()
     threads[0].join(WAIT)
 
 

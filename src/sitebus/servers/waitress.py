@@ -46,7 +46,8 @@ class WaitressServer(Server):
         self._use_poll = self._listeners[0].adj.asyncore_use_poll  # as waitress's own run()
         self._stopping = False
         self._deadline = float("inf")
-        self._thread = threading.Thread(target=self._loop, name="sitebus-waitress")
+        # A daemon, as every engine thread: a forced exit (Ctrl-C twice) must end the process.
+        self._thread = threading.Thread(target=self._loop, name="sitebus-waitress", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
