@@ -5,6 +5,7 @@ exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
 status 1, and a usage error status 2 (argparse's own). Subcommands:
 
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
+    sitebus status|stop|reload|graceful --pidfile PATH   (see ``sitebus.control``)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import control
 from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
@@ -156,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     serve.set_defaults(command=_serve)
+    control.add_commands(commands)
     return parser
 
 
