@@ -5,6 +5,7 @@ exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
 status 1, and a usage error status 2 (argparse's own). Subcommands:
 
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
+                  [--daemonize] [--pidfile PATH]
     sitebus status|stop|reload|graceful --pidfile PATH   (see ``sitebus.control``)
 """
 
@@ -157,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         help="restart with the new code when a source file of the app changes (development)",
     )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
+    control.add_process_options(serve)
     serve.set_defaults(command=_serve)
     control.add_commands(commands)
     return parser
@@ -246,7 +248,8 @@ class _Progress:
         self.engine: str | None = args.engine
         self._timer = threading.Timer(SLOW_START, self._say)
         self._timer.daemon = True
-        self._timer.start()
+        if not args.daemonize:  # the daemon plugin forks, and refuses to with a thread running
+            self._timer.start()
 
     def _say(self) -> None:
         engine = f" with {self.engine}" if self.engine else ""
@@ -305,6 +308,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
 
         watch = [] if failed is None else _log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
+    control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
     signals = Signals(bus)
     signals.subscribe()
     try:

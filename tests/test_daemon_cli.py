@@ -1,0 +1,137 @@
+"""``sitebus serve --daemonize --pidfile``: the launcher returns once the daemon serves, or fails
+with the daemon's own error and leaves nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import CHILDREN, WAIT, Child
+from sitebus.plugins.pidfile import read_running_pid
+from test_servers import get
+
+Spawn = Callable[..., Child]
+
+
+def sitebus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sitebus`` to completion in the children's folder (where the apps are)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sitebus", *args],
+        cwd=CHILDREN,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def processes_naming(text: str) -> list[int]:
+    """PIDs of the processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def pidfile(tmp_path: Path) -> Iterator[Path]:
+    """A PID file path; whatever daemon still holds it afterwards is killed by its PID."""
+    path = tmp_path / "site.pid"
+    yield path
+    pid = read_running_pid(path)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_launcher_returns_0_once_the_daemon_serves_then_status_and_stop_use_the_pid_file(
+    pidfile: Path,
+) -> None:
+    port = free_port()
+    bind = f"127.0.0.1:{port}"
+    launched = sitebus(
+        "serve", "hello_app:app", "--bind", bind, "--daemonize", "--pidfile", str(pidfile)
+    )
+    assert (launched.returncode, launched.stdout, launched.stderr) == (0, "", "")
+    pid = read_running_pid(pidfile)
+    assert pid is not None
+    assert get(port) == (200, f"hello {pid}".encode())  # served right away, by the daemon
+    status = sitebus("status", "--pidfile", str(pidfile))
+    assert (status.returncode, status.stdout) == (0, f"{pid}\n")
+    stop = sitebus("stop", "--pidfile", str(pidfile))
+    assert (stop.returncode, stop.stdout) == (0, f"stopped (PID {pid})\n")
+    assert not pidfile.exists()
+    assert processes_naming(str(pidfile)) == []
+    status = sitebus("status", "--pidfile", str(pidfile))
+    assert (status.returncode, status.stdout) == (3, "not running\n")
+
+
+def test_address_in_use_fails_the_launcher_with_one_line_and_leaves_no_daemon_or_pid_file(
+    pidfile: Path,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        launched = sitebus(
+            "serve", "hello_app:app", "--bind", bind, "--daemonize", "--pidfile", str(pidfile)
+        )
+        # The launcher returned only after the daemon exited: nothing to wait for.
+        assert processes_naming(str(pidfile)) == []
+    assert launched.returncode == 1
+    assert launched.stderr.count("\n") == 1, launched.stderr
+    assert launched.stderr.startswith("daemon failed to start: ")
+    assert f'Cannot bind "{bind}": address already in use' in launched.stderr
+    assert not pidfile.exists()
+
+
+def test_second_daemon_on_the_same_pid_file_fails_naming_the_first(pidfile: Path) -> None:
+    first = sitebus(
+        "serve", "hello_app:app", "--bind", f"127.0.0.1:{free_port()}", "--daemonize",
+        "--pidfile", str(pidfile),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    pid = read_running_pid(pidfile)
+    second = sitebus(
+        "serve", "hello_app:app", "--bind", f"127.0.0.1:{free_port()}", "--daemonize",
+        "--pidfile", str(pidfile),
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert f"already running as PID {pid} ({pidfile})" in second.stderr
+    assert second.stderr.count("\n") == 1, second.stderr
+    assert read_running_pid(pidfile) == pid
+    assert sitebus("stop", "--pidfile", str(pidfile)).returncode == 0
+
+
+def test_serve_in_the_foreground_with_a_pid_file_is_controlled_through_it(
+    spawn: Spawn, pidfile: Path
+) -> None:
+    """Without --daemonize the serving process itself writes and holds the PID file."""
+    args = ["hello_app:app", "--bind", "127.0.0.1:0", "--pidfile", str(pidfile)]
+    child = spawn([str(CHILDREN / "serve_reporting.py"), *args], cwd=CHILDREN)
+    child.expect("cheroot serving on ")
+    assert read_running_pid(pidfile) == child.pid
+    stop = sitebus("stop", "--pidfile", str(pidfile))
+    assert (stop.returncode, stop.stdout) == (0, f"stopped (PID {child.pid})\n")
+    child.expect("exited 0")
+    assert not pidfile.exists()
+
+
+def test_serve_help_lists_daemonize_and_pidfile() -> None:
+    done = sitebus("serve", "--help")
+    assert done.returncode == 0
+    assert "--daemonize" in done.stdout and "--pidfile PATH" in done.stdout
