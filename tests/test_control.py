@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WAIT, Child
+from sitebus.cli import main
 
 Spawn = Callable[..., Child]
 SITE = "tests/children/process_site.py"
@@ -54,6 +55,23 @@ def test_stop_returns_0_only_once_the_site_has_exited(spawn: Spawn, tmp_path: Pa
     assert not path.exists()
     again = sitebus("status", "--pidfile", str(path))
     assert (again.returncode, again.stdout) == (3, "not running\n")
+
+
+def test_without_pidfd_stop_waits_on_the_lock_and_still_returns_once_the_site_is_gone(
+    spawn: Spawn,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fallback where ``os.pidfd_open`` is missing (not Linux): signal by PID, poll the lock."""
+    monkeypatch.delattr(os, "pidfd_open")
+    path = tmp_path / "site.pid"
+    child = site(spawn, path)
+    assert main(["stop", "--pidfile", str(path)]) == 0
+    assert capsys.readouterr().out == f"stopped (PID {child.pid})\n"
+    child.expect("stop")
+    assert not path.exists()  # the site released the lock only when it removed the file
+    assert child.wait() == 0
 
 
 def test_stop_of_a_site_that_does_not_exit_fails_with_one_line_and_leaves_it_running(
