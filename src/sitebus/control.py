@@ -20,8 +20,9 @@ Exit statuses, as LSB init scripts expect them:
                default 60 s); 0 with ``not running`` when it was not running
                (stopping a stopped service succeeds); 1 when it is still
                running at the timeout (it is not killed).
-    reload     0 once SIGHUP is sent (the site re-executes in place); 1 when
-               the site is not running.
+    reload     0 once SIGHUP is sent (the site re-executes in place; a site
+               whose standard input is a terminal takes SIGHUP as exit, as
+               the signals plugin does); 1 when the site is not running.
     graceful   0 once SIGUSR1 is sent (the site reopens logs and reloads);
                1 when the site is not running.
 
@@ -89,7 +90,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "reload",
         "restart the site in place (SIGHUP)",
         "Send SIGHUP to the site holding the PID file: it re-executes itself with the "
-        "new code, keeping its sockets. Exit 1 when it is not running.",
+        "new code, keeping its sockets (a site on a terminal exits instead). "
+        "Exit 1 when it is not running.",
     )
     reload.set_defaults(command=_signal_command, signal=signal.SIGHUP)
     graceful = _command(

@@ -39,7 +39,7 @@ from .. import _handover
 from .._options import MAX_SECONDS, Options, check_range
 from .._wakeup import Wakeup
 from ..bus import State
-from ..errors import ProcessError, describe
+from ..errors import ProcessError, SitebusError, describe
 from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
@@ -154,9 +154,17 @@ class Daemon(Plugin):
             os.chdir(options.chdir)
 
     def start_failed(self, listener: str, exc: BaseException) -> None:
-        """Remember the start failure the bus announces, for the report."""
+        """Remember the start failure the bus announces, for the report.
+
+        A sitebus error already is the line for the deployer, as the command
+        line prints it in the foreground (``Cannot bind "HOST:PORT": address
+        already in use``); anything else is named with its listener and type.
+        """
         if self._report_fd is not None:
-            self._failure = f"Start failed in {listener}: {describe(exc)}"
+            if isinstance(exc, SitebusError):
+                self._failure = str(exc)
+            else:
+                self._failure = f"Start failed in {listener}: {describe(exc)}"
 
     def state(self, state: State) -> None:
         """Tell the launching process how the start ended, once."""
