@@ -100,17 +100,14 @@ def test_address_in_use_fails_the_launcher_with_one_line_and_leaves_no_daemon_or
     assert not pidfile.exists()
 
 
-def test_second_daemon_on_the_same_pid_file_fails_naming_the_first(pidfile: Path) -> None:
-    first = sitebus(
-        "serve", "hello_app:app", "--bind", f"127.0.0.1:{free_port()}", "--daemonize",
-        "--pidfile", str(pidfile),
-    )  # fmt: skip
+def test_second_daemon_on_the_same_pid_file_fails_naming_the_first(
+    pidfile: Path, tmp_path: Path
+) -> None:
+    serve = ["serve", "hello_app:app", "--daemonize", "--pidfile", str(pidfile)]
+    first = sitebus(*serve, "--bind", f"unix:{tmp_path / 'first.sock'}")
     assert first.returncode == 0, first.stderr
     pid = read_running_pid(pidfile)
-    second = sitebus(
-        "serve", "hello_app:app", "--bind", f"127.0.0.1:{free_port()}", "--daemonize",
-        "--pidfile", str(pidfile),
-    )  # fmt: skip
+    second = sitebus(*serve, "--bind", f"unix:{tmp_path / 'second.sock'}")
     assert second.returncode == 1
     assert second.stderr == f"daemon failed to start: already running as PID {pid} ({pidfile})\n"
     assert read_running_pid(pidfile) == pid
