@@ -82,6 +82,26 @@ def test_launcher_returns_0_once_the_daemon_serves_then_status_and_stop_use_the_
     assert (status.returncode, status.stdout) == (3, "not running\n")
 
 
+def test_daemon_keeps_the_launch_directory_so_relative_paths_mean_the_same(
+    tmp_path: Path,
+) -> None:
+    """A relative ``unix:`` socket path is made where it would be in the foreground."""
+    serve = ["serve", "hello_app:app", "--bind", "unix:site.sock", "--daemonize"]
+    env = {**os.environ, "PYTHONPATH": str(CHILDREN)}
+    launched = subprocess.run(
+        [sys.executable, "-m", "sitebus", *serve, "--pidfile", "site.pid"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    pidfile = tmp_path / "site.pid"
+    pid = read_running_pid(pidfile)
+    try:
+        assert launched.returncode == 0, launched.stderr
+        assert get(str(tmp_path / "site.sock")) == (200, f"hello {pid}".encode())
+    finally:
+        assert sitebus("stop", "--pidfile", str(pidfile)).returncode == 0
+    assert not (tmp_path / "site.sock").exists()
+
+
 def test_address_in_use_fails_the_launcher_with_one_line_and_leaves_no_daemon_or_pid_file(
     pidfile: Path,
 ) -> None:

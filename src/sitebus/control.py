@@ -109,8 +109,9 @@ def add_process_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--daemonize",
         action="store_true",
-        help="detach from the terminal; this command returns 0 once the site serves, "
-        "or 1 with the site's error when its start fails",
+        help="detach from the terminal (the site keeps the current directory, its output "
+        "goes to /dev/null); this command returns 0 once the site serves, or 1 with the "
+        "site's error when its start fails",
     )
     parser.add_argument(
         "--pidfile",
@@ -123,12 +124,15 @@ def add_process_options(parser: argparse.ArgumentParser) -> None:
 def subscribe_process_plugins(bus: Bus, *, daemonize: bool, pidfile: str | None) -> None:
     """Subscribe the daemon and PID file plugins that ``--daemonize`` and ``--pidfile`` ask for.
 
-    The daemon forks at start, so call ``bus.start()`` with no other thread running.
+    The daemon forks at start, so call ``bus.start()`` with no other thread
+    running. It stays in the current directory (the plugin's default is
+    ``/``): paths given on the command line (a ``unix:`` socket, a TLS
+    certificate, an app's data files) mean what they mean in the foreground.
     """
     if daemonize:
-        from .plugins.daemon import Daemon
+        from .plugins.daemon import Daemon, DaemonOptions
 
-        Daemon(bus).subscribe()
+        Daemon(bus, DaemonOptions(chdir=None)).subscribe()
     if pidfile is not None:
         from .plugins.pidfile import Pidfile, PidfileOptions
 
