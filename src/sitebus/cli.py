@@ -5,6 +5,8 @@ exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
 status 1, and a usage error status 2 (argparse's own). Subcommands:
 
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
+                  [--daemonize] [--pidfile PATH]
+    sitebus status|stop|reload|graceful --pidfile PATH   (see ``sitebus.control``)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import control
 from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
@@ -155,7 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         help="restart with the new code when a source file of the app changes (development)",
     )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
+    control.add_process_options(serve)
     serve.set_defaults(command=_serve)
+    control.add_commands(commands)
     return parser
 
 
@@ -248,7 +253,8 @@ class _Progress:
         self.engine: str | None = args.engine
         self._timer = threading.Timer(SLOW_START, self._say)
         self._timer.daemon = True
-        self._timer.start()
+        if not args.daemonize:  # the daemon plugin forks, and refuses to with a thread running
+            self._timer.start()
 
     def _say(self) -> None:
         engine = f" with {self.engine}" if self.engine else ""
@@ -307,6 +313,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
 
         watch = [] if failed is None else _log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
+    control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
     signals = Signals(bus)
     signals.subscribe()
     try:

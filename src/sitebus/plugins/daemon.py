@@ -8,9 +8,12 @@ log files.
 
 Unlike CherryPy's daemonizer, the launching process does not return at once:
 it waits on a pipe that the daemon inherits, until the bus reaches STARTED
-(exit status 0) or its start fails (the failure's message on the launching
-terminal, status 1). A daemonized site whose port is in use says so where the
-deployer typed the command.
+(exit status 0: every start listener ran, so the servers serve) or its start
+fails (the failure's message on the launching terminal, status 1). A
+daemonized site whose port is in use says so where the deployer typed the
+command. After a failure the launcher also waits until the daemon has exited
+(the pipe reaches end of file), up to ``gone_timeout``, so that when it
+returns no daemon is left and the rollback has removed the PID file.
 
 Ctrl-C (or SIGTERM) at the launcher while it waits leaves the daemon alone:
 the launcher says ``daemon still starting as PID N`` and ends with status
@@ -36,7 +39,7 @@ from .. import _handover
 from .._options import MAX_SECONDS, Options, check_range
 from .._wakeup import Wakeup
 from ..bus import State
-from ..errors import ProcessError, describe
+from ..errors import ProcessError, SitebusError, describe
 from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ __all__ = ["Daemon", "DaemonOptions"]
 _SECTION = "daemon"
 # Blocked from before the first fork until each process has its own handlers.
 _CONTROL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+# After a failed start, how long the launcher waits for the daemon to exit:
+# its rollback runs stop listeners, each bounded by the bus's listener_timeout.
+GONE_TIMEOUT = 60.0
 
 
 class DaemonOptions(Options):
@@ -148,9 +154,17 @@ class Daemon(Plugin):
             os.chdir(options.chdir)
 
     def start_failed(self, listener: str, exc: BaseException) -> None:
-        """Remember the start failure the bus announces, for the report."""
+        """Remember the start failure the bus announces, for the report.
+
+        A sitebus error already is the line for the deployer, as the command
+        line prints it in the foreground (``Cannot bind "HOST:PORT": address
+        already in use``); anything else is named with its listener and type.
+        """
         if self._report_fd is not None:
-            self._failure = f"Start failed in {listener}: {describe(exc)}"
+            if isinstance(exc, SitebusError):
+                self._failure = str(exc)
+            else:
+                self._failure = f"Start failed in {listener}: {describe(exc)}"
 
     def state(self, state: State) -> None:
         """Tell the launching process how the start ended, once."""
@@ -166,10 +180,11 @@ class Daemon(Plugin):
         fd, self._report_fd = self._report_fd, None
         if fd is None:
             return
-        try:
-            _write_line(fd, line.decode().rstrip("\n"))
-        finally:
+        _write_line(fd, line.decode().rstrip("\n"))
+        if line == b"started\n":
             os.close(fd)
+        # After a failure the descriptor stays open (it is close-on-exec) until
+        # this process ends: the launcher's end of file says the daemon is gone.
 
 
 def _write_line(fd: int, line: str) -> None:
@@ -212,6 +227,7 @@ def _launcher(
             os._exit(0)
         if reports.outcome is not None:
             _say(f"daemon failed to start: {reports.outcome}")
+            _wait_gone(reports, wakeup, caught)
             os._exit(1)
     if caught:
         reports.read(time.monotonic(), wakeup)  # the PID line, if it came meanwhile
@@ -223,6 +239,16 @@ def _launcher(
     else:
         _say(f"daemon did not report within {timeout:g} s; it may still be starting")
     os._exit(1)
+
+
+def _wait_gone(reports: _Reports, wakeup: Wakeup, caught: list[int]) -> None:
+    """After a failed start, wait (bounded) until the daemon has exited; say so if not."""
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while not caught and reports.read(deadline, wakeup):
+        pass
+    if not reports.ended:
+        which = f" (PID {reports.pid})" if reports.pid else ""
+        _say(f"the daemon{which} has not exited yet; it may still be rolling back its start")
 
 
 class _Reports:
