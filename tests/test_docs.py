@@ -450,3 +450,31 @@ def test_a_skipped_example_says_why(tmp_path: Path) -> None:
     skip.evaluate()
     with pytest.raises(unittest.SkipTest, match="needs root"):
         example.evaluate()
+
+
+def test_a_python_block_named_as_a_file_is_saved_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("A page.\n\n```python\n# file: mod.py\nraise SystemExit(1)\n```\n")
+    monkeypatch.chdir(tmp_path)
+    (example,) = _parse(page)
+    example.evaluate()
+    assert (tmp_path / "mod.py").read_text() == "# file: mod.py\nraise SystemExit(1)\n"
+
+
+def test_site_commands_get_every_server_on_free_ports(tmp_path: Path) -> None:
+    """``sitebus run``'s servers move to port 0, absolute Unix sockets into the copy."""
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[server]]\nbind = ["127.0.0.1:8080", "unix:/run/shop.sock", "unix:rel.sock"]\n'
+        '[[server]]\nbind = "localhost:9000"\n'
+    )
+    assert _free_ports(site, tmp_path) == [
+        "--set",
+        f'server[0].bind=["127.0.0.1:0", "unix:{tmp_path}/shop.sock", "unix:rel.sock"]',
+        "--set",
+        'server[1].bind=["localhost:0"]',
+    ]
+    site.write_text('[[app]]\nmount = "/"\nwsgi = "myapp:app"\n')  # the default server
+    assert _free_ports(site, tmp_path) == ["--set", 'server[0].bind=["127.0.0.1:0"]']
