@@ -23,7 +23,10 @@ from sitebus import Bus, Plugin, StartOrder, priority
 
 __all__ = ["Persistence", "database"]
 
-_running: Persistence | None = None  # the started plugin, for database()
+# The started plugin. sitebus makes the plugin from the site file and the apps
+# are imported from it too, so neither is handed the other: the apps find the
+# database here, as they would find a framework's global `db` object.
+_running: Persistence | None = None
 
 
 def database() -> Persistence:
