@@ -15,6 +15,10 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
@@ -27,8 +31,10 @@ lint: $(VENV)/.test-installed
 test: lint
 	$(BIN)/python -m pytest
 
-demo: $(VENV)/.test-installed
-	$(BIN)/python examples/persistence.py
+# The demo site in the foreground: open the addresses it prints; Ctrl-C stops it.
+# Its visits are counted in ./visits.sqlite3.
+demo: $(VENV)/.demo-installed
+	$(BIN)/sitebus run examples/site/site.toml
 
 # Each benchmark runs its systems side by side in one run and prints ratios.
 bench: bench-bus bench-autoreload bench-servers

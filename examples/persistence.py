@@ -1,135 +1,53 @@
-"""A database that opens before the web server and closes after it.
+"""The demo site of ``examples/site/``, its bus built in Python instead of from ``site.toml``.
 
-Run it with ``make demo`` (or ``python examples/persistence.py --port 8080``)
-and open the printed address: every request is counted in a real sqlite3
-database. Ctrl-C or SIGTERM stops the site: the server stops first (it
-started last, at ``StartOrder.SERVERS``), then the database closes (it opened
-first, at ``StartOrder.PIDFILE``, as on CherryPy's bus page), because teardown
-runs in the reverse order of start.
+``sitebus run examples/site/site.toml`` (``make demo``) assembles this for
+you. Written out, the same site is a ``Bus`` with five plugins: the signals,
+the ``Persistence`` database of ``examples/site/visits/db.py`` (it opens at
+``StartOrder.PIDFILE``, as on CherryPy's bus page), the sockets, and uvicorn
+serving the four apps side by side. Ctrl-C or SIGTERM stops the site: the
+server stops first (it started last, at ``StartOrder.SERVERS``), then the
+database closes, because teardown runs in the reverse order of start::
+
+    python examples/persistence.py --bind 127.0.0.1:8080 --database visits.sqlite3
 """
 
 from __future__ import annotations
 
 import argparse
-import http.server
-import logging
-import signal
-import sqlite3
 import sys
-import threading
 from pathlib import Path
 
-from sitebus import Bus, Plugin, StartError, StartOrder, priority
+sys.path.insert(0, str(Path(__file__).parent / "site"))  # the demo's package, visits
 
+from visits import bottle_app, flask_app, index, starlette_app
+from visits.db import Persistence
 
-class Database(Plugin):
-    """A sqlite3 database shared by every request thread, open while the site runs."""
-
-    def __init__(self, bus: Bus, path: Path) -> None:
-        super().__init__(bus)
-        self.path = path
-        self._connection: sqlite3.Connection | None = None
-        # One connection for all threads: sqlite3 allows that when told so
-        # (check_same_thread=False) and every use is serialised by this lock.
-        self._lock = threading.Lock()
-
-    @priority(StartOrder.PIDFILE)
-    def start(self) -> None:
-        connection = sqlite3.connect(self.path, check_same_thread=False)
-        connection.execute("CREATE TABLE IF NOT EXISTS visits (path TEXT NOT NULL)")
-        connection.commit()
-        self._connection = connection
-        self.bus.log(f"Database open: {self.path}")
-
-    @priority(StartOrder.PIDFILE)
-    def stop(self) -> None:
-        """Safe to call when start never ran: there is nothing to close then."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-                self.bus.log("Database closed")
-
-    def record_visit(self, path: str) -> int:
-        """Count a visit to ``path``; return how many that path has had."""
-        with self._lock:
-            if self._connection is None:
-                raise RuntimeError("the database is closed")
-            self._connection.execute("INSERT INTO visits (path) VALUES (?)", (path,))
-            self._connection.commit()
-            row = self._connection.execute(
-                "SELECT COUNT(*) FROM visits WHERE path = ?", (path,)
-            ).fetchone()
-            return int(row[0])
-
-
-class WebServer(Plugin):
-    """The standard library's threaded HTTP server, answering from the database."""
-
-    def __init__(self, bus: Bus, database: Database, host: str = "127.0.0.1", port: int = 0):
-        super().__init__(bus)
-        self.database = database
-        self.address = (host, port)
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the server is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/"
-
-    @priority(StartOrder.SERVERS)
-    def start(self) -> None:
-        database = self.database
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the name http.server dispatches to
-                count = database.record_visit(self.path)
-                body = f"{self.path} has been visited {count} time(s)\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # the stdlib's name
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(self.address, Handler)
-        self._server.daemon_threads = False  # stop waits for requests in flight
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web-server")
-        self._thread.start()
-        self.bus.log(f"Serving on {self.url}")
-
-    @priority(StartOrder.SERVERS)
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.shutdown()
-        self._thread.join()
-        self._server.server_close()
-        self._server = self._thread = None
-        self.bus.log("Web server stopped")
+from sitebus import Bus, StartError
+from sitebus.plugins.signals import Signals
+from sitebus.servers import ServerOptions, Sockets, SocketsOptions, load_engine
+from sitebus.site.mount import ASGIDispatcher
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--bind", default="127.0.0.1:8080")
     parser.add_argument("--database", type=Path, default=Path("visits.sqlite3"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    site = ASGIDispatcher(
+        {"/starlette": starlette_app.app},
+        wsgi={"/": index.app, "/flask": flask_app.app, "/bottle": bottle_app.app},
+    )
     bus = Bus()
-    database = Database(bus, args.database)
-    database.subscribe()
-    WebServer(bus, database, port=args.port).subscribe()
-    signal.signal(signal.SIGTERM, lambda signum, frame: bus.request_exit())
+    Signals(bus).subscribe()  # Ctrl-C and SIGTERM exit; SIGHUP restarts in place
+    Persistence(bus, args.database).subscribe()
+    sockets = Sockets(bus, SocketsOptions(binds=(args.bind,)))
+    sockets.subscribe()
+    load_engine("uvicorn")(bus, site, sockets, ServerOptions()).subscribe()
     try:
         bus.start()
     except StartError:  # already logged in one line, and rolled back
         return 1
-    print("Press Ctrl-C to stop.")
     return bus.block()
 
 

@@ -13,6 +13,9 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   each ``... serving on http://...`` address it logged must answer a request,
   and then Ctrl-C (SIGINT) must end it with status 0. A block that names a
   fixed port fails: examples bind port 0, since a fixed port may be taken.
+  A block whose first line is ``# file: NAME`` is a module for the reader to
+  save: it is compiled and written to the file's working directory under that
+  name (for the site files and commands after it), not executed.
 - ``toml``: parsed with tomllib. A block whose first line is ``# file: NAME``
   is also written to the file's working directory under that name, for the
   python blocks after it.
@@ -22,7 +25,14 @@ Each fenced block is one test, named ``FILE:LINE``, checked by its language tag:
   sample package ``myapp``), with every TCP port replaced by 0 (the log says
   which port was given) and every Unix socket moved into that directory; the
   command must log ``Bus started``, answer on every address it serves (Unix
-  sockets too), and exit 0 on SIGTERM. ``pip install`` and ``make`` are not
+  sockets too), and exit 0 on SIGTERM. ``sitebus run SITE ...`` and
+  ``sitebus check SITE ...`` (also after ``python -m``) run for real too, in a
+  copy of the folder of the site file they name (looked up in the file's
+  working directory, then in the checkout), with ``tests/docs_site`` laid
+  over it, every server's TCP port replaced by 0 with ``--set server[N].bind``
+  and absolute paths of Unix sockets and ``--pidfile`` moved into the copy:
+  ``run`` must log ``Bus started``, answer on every address it serves and
+  exit 0 on SIGTERM; ``check`` must exit 0. ``pip install`` and ``make`` are not
   run (they would install from the network, or run this suite inside
   itself): a ``pip install`` must name this project (or ``.``, a checkout)
   and extras that pyproject.toml defines, a ``make`` a target that the
@@ -81,6 +91,13 @@ _run_in_namespace = PythonEvaluator()
 
 
 def evaluate_python(example: Example) -> None:
+    source = str(example.parsed)
+    first = source.partition("\n")[0]
+    if first.startswith("# file: "):
+        name = first.removeprefix("# file: ").strip()
+        compile(source, name, "exec")  # a module to save, checked; its users import it
+        Path(name).write_text(source)
+        return
     fixed = re.findall(r"[\"'][\w.\[\]:-]*:(?!0[\"'])\d+[\"']", str(example.parsed))
     assert not fixed, f"an example binds port 0, not {fixed}: a fixed port may be taken"
     if ".block()" in example.parsed:
@@ -207,6 +224,10 @@ def _check_commands(lines: list[str]) -> None:
             _serve([str(Path(sys.executable).parent / "sitebus"), *words[1:]])
         elif words[:4] == ["python", "-m", "sitebus", "serve"]:
             _serve([sys.executable, *words[1:]])
+        elif words[:1] == ["sitebus"] and words[1:2] in (["run"], ["check"]):
+            _site_command([str(Path(sys.executable).parent / "sitebus")], words[1:])
+        elif words[:3] == ["python", "-m", "sitebus"] and words[3:4] in (["run"], ["check"]):
+            _site_command([sys.executable, "-m", "sitebus"], words[3:])
         else:
             raise AssertionError(f"no way to check this command here: {command!r}")
 
@@ -267,6 +288,76 @@ def _serve(command: list[str]) -> None:
     finally:
         program.close()
     assert status == 0, f"SIGTERM ended it with status {status}:\n{program.output()}"
+
+
+_VALUED = ("--set", "--pidfile", "--log-level")  # options of run and check that take a value
+
+
+def _site_command(program: list[str], words: list[str]) -> None:
+    """Run ``sitebus run|check SITE ...`` in a copy of the site's folder, on free ports."""
+    verb, *options = words
+    assert "--daemonize" not in options, (
+        'a --daemonize line cannot be checked here: mark its block <!-- skip: next "the reason" -->'
+    )
+    positions = [
+        i
+        for i, word in enumerate(options)
+        if not word.startswith("-") and (i == 0 or options[i - 1] not in _VALUED)
+    ]
+    assert positions, f"sitebus {verb} names no site file: {shlex.join(words)!r}"
+    named = options[positions[0]]
+    found = next((p for p in (Path.cwd() / named, ROOT / named) if p.is_file()), None)
+    assert found is not None, f"sitebus {verb}: no site file {named!r} here or in the checkout"
+    copy = Path.cwd().parent / f"{Path.cwd().name}-site-{len(list(Path.cwd().parent.iterdir()))}"
+    shutil.copytree(
+        found.parent,
+        copy,
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "*.pid", "*.sock"),
+    )
+    shutil.copytree(SAMPLE_SITE, copy, dirs_exist_ok=True)
+    site_file = copy / found.name
+    args = [*program, verb]
+    for index, word in enumerate(options):
+        if index == positions[0]:
+            word = str(site_file)
+        elif index and options[index - 1] == "--pidfile" and os.path.isabs(word):
+            word = str(copy / Path(word).name)
+        args.append(word)
+    args += _free_ports(site_file, copy)
+    if verb == "check":
+        done = subprocess.run(
+            args, cwd=copy, stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT
+        )
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        assert done.returncode == 0, f"{shlex.join(args)}: status {done.returncode}\n{output}"
+        return
+    program_run = _Program(args, copy)
+    try:
+        program_run.wait_for("Bus started")
+        program_run.answer_on_every_address()
+        status = program_run.stop(signal.SIGTERM)
+    finally:
+        program_run.close()
+    assert status == 0, f"SIGTERM ended it with status {status}:\n{program_run.output()}"
+
+
+def _free_ports(site_file: Path, copy: Path) -> list[str]:
+    """``--set`` options giving every server of ``site_file`` its addresses on port 0."""
+    servers = tomllib.loads(site_file.read_text()).get("server") or [{}]
+    overrides = []
+    for index, server in enumerate(servers):
+        binds = server.get("bind", "127.0.0.1:8080")
+        free = []
+        for bind in [binds] if isinstance(binds, str) else binds:
+            if bind.startswith("unix:") and os.path.isabs(bind.removeprefix("unix:")):
+                bind = f"unix:{copy / Path(bind).name}"
+            elif not bind.startswith(("unix:", "fd://")):
+                if bind.startswith("[") and not _ipv6_loopback():
+                    pytest.skip(f"{bind}: this machine has no IPv6 loopback")
+                bind = re.sub(r":\d+$", ":0", bind)
+            free.append(bind)
+        overrides += ["--set", f"server[{index}].bind={json.dumps(free)}"]
+    return overrides
 
 
 # -- collection ----------------------------------------------------------------
@@ -335,6 +426,9 @@ def test_every_block_has_a_known_language(path: Path) -> None:
         ("```sh\npip install '.[no-such-extra]'\n```", AssertionError),
         ("```sh\nrm -rf build\n```", AssertionError),
         ("```console\n$ sitebus serve no_such_module:app\n```", AssertionError),
+        ("```sh\nsitebus check no-such-site.toml\n```", AssertionError),
+        ("```sh\nsitebus run site.toml --daemonize\n```", AssertionError),
+        ("```python\n# file: broken.py\ndef broken(:\n```", SyntaxError),
     ],
 )
 def test_a_broken_example_fails(
@@ -356,3 +450,31 @@ def test_a_skipped_example_says_why(tmp_path: Path) -> None:
     skip.evaluate()
     with pytest.raises(unittest.SkipTest, match="needs root"):
         example.evaluate()
+
+
+def test_a_python_block_named_as_a_file_is_saved_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("A page.\n\n```python\n# file: mod.py\nraise SystemExit(1)\n```\n")
+    monkeypatch.chdir(tmp_path)
+    (example,) = _parse(page)
+    example.evaluate()
+    assert (tmp_path / "mod.py").read_text() == "# file: mod.py\nraise SystemExit(1)\n"
+
+
+def test_site_commands_get_every_server_on_free_ports(tmp_path: Path) -> None:
+    """``sitebus run``'s servers move to port 0, absolute Unix sockets into the copy."""
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[server]]\nbind = ["127.0.0.1:8080", "unix:/run/shop.sock", "unix:rel.sock"]\n'
+        '[[server]]\nbind = "localhost:9000"\n'
+    )
+    assert _free_ports(site, tmp_path) == [
+        "--set",
+        f'server[0].bind=["127.0.0.1:0", "unix:{tmp_path}/shop.sock", "unix:rel.sock"]',
+        "--set",
+        'server[1].bind=["localhost:0"]',
+    ]
+    site.write_text('[[app]]\nmount = "/"\nwsgi = "myapp:app"\n')  # the default server
+    assert _free_ports(site, tmp_path) == ["--set", 'server[0].bind=["127.0.0.1:0"]']
