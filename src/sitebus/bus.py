@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _handover, _watchdog
 from ._calls import ListenerTiming, call_each, failures_of
-from ._logformat import TextFormatter
+from ._logformat import log_unconfigured
 from ._reexec import cannot_reexec, reexec, release_held_signals, take_pending_exit
 from ._wakeup import Wakeup
 from .errors import ChannelFailures, StartError, StateError, describe, listener_name
@@ -86,33 +86,6 @@ class State(Enum):
     STARTED = "started"
     STOPPING = "stopping"
     EXITING = "exiting"
-
-
-class _DefaultStderr(logging.Handler):
-    """Where the bus log goes while the application has configured no logging.
-
-    CherryPy's engine log shows on the screen by default, and so does ours:
-    INFO and above, one timestamped line each, to whatever ``sys.stderr`` is
-    at the time. As soon as the logger has a handler of its own, or any of
-    its ancestors has one (``logging.basicConfig``, the ``Logs`` plugin, a
-    host's configuration), records go there instead and this stays silent.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(INFO)
-        self.setFormatter(TextFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = sys.stderr
-            if stream is not None:
-                stream.write(self.format(record) + "\n")
-                stream.flush()
-        except Exception:
-            self.handleError(record)
-
-
-_DEFAULT_STDERR = _DefaultStderr()
 
 
 class Bus:
@@ -314,10 +287,8 @@ class Bus:
         if logger is not None:
             if logger.hasHandlers():
                 logger.log(level, message, exc_info=exc, stacklevel=2)
-            elif level >= (logger.level or INFO) and not logger.disabled:
-                _DEFAULT_STDERR.handle(
-                    logger.makeRecord(logger.name, level, __file__, 0, message, (), _exc_info(exc))
-                )
+            else:
+                log_unconfigured(logger, level, message, exc)
         if "log" in self._callbacks:
             try:
                 self.publish("log", message, level, exc)
@@ -640,9 +611,3 @@ class Bus:
                 + ", ".join(stuck),
                 WARNING,
             )
-
-
-def _exc_info(
-    exc: BaseException | None,
-) -> tuple[type[BaseException], BaseException, Any] | None:
-    return None if exc is None else (type(exc), exc, exc.__traceback__)
