@@ -1,17 +1,26 @@
 """The ``sitebus`` command line: the only place that turns errors into exit statuses.
 
 Each subcommand is a function taking the parsed arguments and returning an
-exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
-status 1, and a usage error status 2 (argparse's own). Subcommands:
+exit status. Subcommands:
 
+    sitebus run site.toml [--set SECTION.KEY=VALUE ...] [--reload|--no-reload]
+                [--daemonize] [--pidfile PATH] [--log-level LEVEL]
+    sitebus check site.toml [--set SECTION.KEY=VALUE ...]
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
+
+Exit statuses:
+
+- 0: the site ran and was stopped by SIGTERM or SIGINT; ``check`` found no problem.
+- 1: an error, one line on stderr: a ``SitebusError`` anywhere below (a bad
+  site file, an app that does not import, an address in use, ...).
+- 2: a usage error (argparse's own): an unknown option, a malformed value.
+- 130: interrupted (Ctrl-C) while starting; what had started was stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import importlib
 import logging
 import os
@@ -21,6 +30,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._collector import pause_collector as _pause_collector
+from ._collector import resume_collector as _resume_collector
 from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
@@ -95,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="sitebus",
         description="Run a Python web site on one process bus.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_site_commands(commands)
     serve = commands.add_parser(
         "serve",
         help="serve one WSGI or ASGI app",
@@ -157,6 +170,91 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     serve.set_defaults(command=_serve)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: looks the version up only when asked (importlib.metadata costs ~10 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("sitebus")
+        except metadata.PackageNotFoundError:
+            version = "(not installed)"
+        print(f"{parser.prog} {version}")
+        parser.exit()
+
+
+def _add_site_commands(commands: Any) -> None:
+    """``run`` and ``check``: the commands that read a site file."""
+    run = commands.add_parser(
+        "run",
+        help="run the site a site file describes",
+        description="Run the site that SITE_FILE describes: its servers, apps and plugins. "
+        "SIGTERM and SIGINT stop it (exit 0); SIGHUP restarts it in place without "
+        "refusing a connection.",
+    )
+    check = commands.add_parser(
+        "check",
+        help="check a site file: validate it, import what it names, start nothing",
+        description="Validate SITE_FILE, import every app, middleware and plugin it names, "
+        "and describe what would run, starting nothing. Exit 0 when all is well, else 1 "
+        "with the problem on one line.",
+    )
+    for command in (run, check):
+        command.add_argument("site_file", metavar="SITE_FILE", help="the site's TOML file")
+        command.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            dest="overrides",
+            metavar="SECTION.KEY=VALUE",
+            help="override a value of the file, such as server.bind=127.0.0.1:9000 "
+            "(a TOML value, else a string); repeatable",
+        )
+    run.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="restart when a source file or the site file changes (default: the file's "
+        "[autoreload] section)",
+    )
+    run.add_argument(
+        "--daemonize",
+        action="store_true",
+        help="detach from the terminal, as the file's [daemon] section does",
+    )
+    run.add_argument("--pidfile", metavar="PATH", help="write the PID here, as [pidfile] path")
+    run.add_argument(
+        "--log-level", choices=_LOG_LEVELS, help="(default: the file's [log] level, else info)"
+    )
+    run.set_defaults(command=_run)
+    check.set_defaults(command=_check)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .site.run import configure, run
+
+    config = configure(
+        args.site_file,
+        args.overrides,
+        reload=args.reload,
+        daemonize=args.daemonize,
+        pidfile=args.pidfile,
+    )
+    return run(config, log_level=args.log_level)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .site.run import check, configure
+
+    for line in check(configure(args.site_file, args.overrides)):
+        print(line)
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -316,33 +414,6 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         return bus.block()
     finally:
         signals.unsubscribe()
-
-
-def _pause_collector() -> tuple[int, int, int]:
-    """Hold the cyclic garbage collector back while the app and the engine are imported.
-
-    Importing them builds tens of thousands of objects that live as long as
-    the process, and the collector scans the pile again and again as it
-    grows: about 3% of a start (and of an in-place restart) on the reference
-    machine. Returns the thresholds that ``_resume_collector`` puts back.
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(0)  # no automatic collection; gc.collect() still works
-    return thresholds
-
-
-def _resume_collector(thresholds: tuple[int, int, int]) -> None:
-    """Freeze what the imports built, then let the collector run again.
-
-    Frozen objects are out of the collector's sight for good, as the gc
-    module's documentation suggests for a server's start-up heap: no pause to
-    scan them now, and none in any later full collection either. The price is
-    that a reference cycle that became garbage during the imports is never
-    freed. An app that set thresholds of its own meanwhile keeps them.
-    """
-    if gc.get_threshold()[0] == 0:
-        gc.freeze()
-        gc.set_threshold(*thresholds)
 
 
 def load_app(spec: str) -> Any:

@@ -1,0 +1,153 @@
+"""What ``sitebus run`` and ``sitebus check`` do, short of printing errors (``cli.py`` does).
+
+``run`` loads the site file, configures the log first, imports and
+assembles the site, starts it, says how long each plugin took to start and
+where the site listens, then blocks until it exits. ``check`` does the same
+up to the imports, starts nothing, and describes what would run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+from .._collector import pause_collector, resume_collector
+from .._stderr_log import HeldStderr
+from ..plugins.logs import Logs, LogsOptions
+from ..servers.base import load_engine
+from .assemble import Site, assemble, engine_for, site_bus
+from .config import SiteConfig, check_imports, load
+from .mount import site_app
+
+__all__ = ["check", "configure", "run", "start_report"]
+
+
+def configure(
+    path: str,
+    overrides: Iterable[str] = (),
+    *,
+    reload: bool | None = None,
+    daemonize: bool = False,
+    pidfile: str | None = None,
+) -> SiteConfig:
+    """The site file at ``path`` with the command line's flags laid over it.
+
+    ``reload`` True turns autoreload on (watching the site file too), False
+    off, None leaves the file's ``[autoreload]``; ``daemonize`` and
+    ``pidfile`` stand for ``[daemon]`` and ``[pidfile] path``. Signals are
+    always handled: a run without ``[signals]`` gets the defaults.
+    """
+    from ..plugins.autoreload import AutoreloadOptions
+    from ..plugins.daemon import DaemonOptions
+    from ..plugins.pidfile import PidfileOptions
+    from ..plugins.signals import SignalsOptions
+
+    config = load(path, overrides)
+    changes: dict[str, object] = {}
+    if config.signals is None:
+        changes["signals"] = SignalsOptions()
+    if reload is True:
+        base = config.autoreload or AutoreloadOptions(config_file=config.path)
+        changes["autoreload"] = base.replace(enabled=True)
+    elif reload is False:
+        changes["autoreload"] = None
+    if daemonize and config.daemon is None:
+        changes["daemon"] = DaemonOptions()
+    if pidfile is not None:
+        changes["pidfile"] = PidfileOptions(path=os.path.abspath(pidfile))
+    return config.replace(**changes) if changes else config
+
+
+def run(config: SiteConfig, *, log_level: str | None = None) -> int:
+    """Start the site ``config`` describes and block until it exits; return the exit status.
+
+    The log is held back during the start: a start that fails shows only its
+    error (raised, for the caller to print), not the rollback's log.
+    """
+    bus = site_bus(config)
+    level = _level(config, log_level)
+    held = HeldStderr(hold=level > logging.DEBUG)
+    logs = Logs(bus, _log_options(config, level, held))
+    logs.subscribe()
+    if level > logging.DEBUG:
+        # uvicorn's INFO lines retell the bus's, as if a second server were running.
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    site: Site | None = None
+    try:
+        thresholds = pause_collector()
+        try:
+            site = assemble(config, check_imports(config), bus)
+        finally:
+            resume_collector(thresholds)
+        site.subscribe()
+        try:
+            bus.start()
+        except BaseException:  # a StartError, or Ctrl-C: the caller prints one line
+            held.finish(show=False)
+            raise
+        held.finish(show=True)
+        for line in start_report(site):
+            bus.log(line)
+        return bus.block()
+    finally:
+        if site is not None:
+            site.unsubscribe()
+        logs.unsubscribe()
+
+
+def _level(config: SiteConfig, log_level: str | None) -> int:
+    if log_level is not None:
+        return logging.getLevelNamesMapping()[log_level.upper()]
+    if config.log is not None:
+        level = config.log.level
+        return level if isinstance(level, int) else logging.getLevelNamesMapping()[level.upper()]
+    return logging.INFO
+
+
+def _log_options(config: SiteConfig, level: int, held: HeldStderr) -> LogsOptions:
+    """The ``[log]`` section (or the default: the root logger to stderr), stderr held back."""
+    options = config.log or LogsOptions(logger="")
+    to_stderr = options.stderr
+    if to_stderr is None:
+        to_stderr = options.file is None and not options.handlers
+    if to_stderr:
+        options = options.replace(stderr=False, handlers=(*options.handlers, held))
+    return options.replace(level=level)
+
+
+def start_report(site: Site) -> list[str]:
+    """What a start prints once done: the plugins' start times, slowest first, and the URLs."""
+    timings = sorted(site.bus.timings.get("start", ()), key=lambda t: t.seconds, reverse=True)
+    total = sum(t.seconds for t in timings)
+    # "sitebus.servers.sockets.Sockets.start" -> "Sockets": the plugin's class.
+    each = ", ".join(f"{t.listener.rsplit('.', 2)[-2]} {t.seconds * 1000:.1f} ms" for t in timings)
+    name = site.config.site.name or os.path.basename(site.config.path)
+    return [
+        f"Started {name} in {total * 1000:.0f} ms: {each}",
+        f"Listening on {', '.join(site.urls())}",
+    ]
+
+
+def check(config: SiteConfig) -> list[str]:
+    """Import everything ``config`` names and describe what would run; start nothing.
+
+    Raises what ``check_imports`` and the engines' loading raise.
+    """
+    imports = check_imports(config)
+    kind, _ = site_app(config, imports)
+    lines = [f"{config.path}: ok"]
+    for index, server in enumerate(config.servers):
+        engine = engine_for(server, kind)
+        load_engine(engine)  # an engine that is not installed fails the check
+        lines.append(f"server[{index}]: {engine} on {', '.join(server.binds)}")
+    for app in config.apps:
+        lines.append(f"app {app.mount}: {app.kind} {app.target}")
+    plugins = [
+        name
+        for name in ("signals", "daemon", "pidfile", "privileges", "autoreload", "tasks", "log")
+        if getattr(config, name) is not None
+    ]
+    plugins += [section.use for section in config.plugins]
+    lines.append(f"plugins: {', '.join(plugins) or 'none'}")
+    return lines
