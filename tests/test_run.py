@@ -8,6 +8,8 @@ import path), the reporting wrappers in ``tests/run_sites/``.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import socket
 import subprocess
@@ -78,9 +80,11 @@ def listening_port(child: Child) -> int:
 
 
 def expect(child: Child, report: str) -> str:
-    """The next report that is not a start summary or an app's event; it must start so."""
+    """The next report, skipping start summaries and the app's and autoreload's events."""
     line = child.next_report()
-    while line.startswith(("Started ", "lifespan ")):
+    while line.startswith(("Started ", "lifespan ", "Autoreload: ")) and not line.startswith(
+        report
+    ):
         line = child.next_report()
     assert line.startswith(report), f"expected {report!r}, got {line!r}\n{child.output()}"
     return line
@@ -340,3 +344,77 @@ def test_an_unimportable_app_is_one_line(tmp_path: Path, spec: str, expected: st
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"sitebus: error: {site}: app[0].wsgi: "), done.stderr
     assert expected in done.stderr, done.stderr
+
+
+# -- the command line's flags -------------------------------------------------
+
+
+def test_reload_restarts_the_site_when_the_site_file_changes(spawn: Spawn, tmp_path: Path) -> None:
+    """``--reload`` watches the site file itself: a new mount answers after the restart."""
+    site = write_site(tmp_path, FOUR_FRAMEWORKS.format(engine=""))
+    child, port = run_site(spawn, site, "--reload")
+    expect(child, "Autoreload: watching ")
+    assert get(port, "/star/hello")[1].startswith(b"plain "), "no /star mount yet"
+    site.write_text(site.read_text() + STARLETTE)
+    assert listening_port(child) == port
+    assert get(port, "/star/hello") == (200, b"starlette hello; root_path=/star path=/star/hello")
+    stop(child)
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait until process ``pid`` (not our child: a daemon) has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], WAIT)
+        assert ready, f"process {pid} still running after {WAIT} s"
+    finally:
+        os.close(fd)
+
+
+def test_daemonize_returns_once_the_site_serves_and_sigterm_removes_the_pid_file(
+    tmp_path: Path,
+) -> None:
+    pidfile, sock = tmp_path / "site.pid", tmp_path / "site.sock"
+    site = write_site(tmp_path, FOUR_FRAMEWORKS.format(engine=""))
+    done = run_sitebus(
+        "run",
+        str(site),
+        "--daemonize",
+        "--pidfile",
+        str(pidfile),
+        "--set",
+        f"server.bind=unix:{sock}",
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(pidfile.read_text())
+    try:
+        assert get(str(sock), "/flask/hello")[0] == 200
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _wait_gone(pid)
+    assert not pidfile.exists()
+
+
+def test_daemonize_with_the_address_in_use_fails_in_the_launcher_leaving_nothing(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "site.pid"
+    site = write_site(tmp_path, FOUR_FRAMEWORKS.format(engine=""))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        spec = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = run_sitebus(
+            "run",
+            str(site),
+            "--daemonize",
+            "--pidfile",
+            str(pidfile),
+            "--set",
+            f"server.bind={spec}",
+        )
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert f'Cannot bind "{spec}": address already in use' in done.stderr
+    assert not pidfile.exists()

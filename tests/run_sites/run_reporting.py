@@ -1,4 +1,5 @@
-"""``sitebus run`` that also reports its "Listening on" line and its exit.
+"""``sitebus run`` that also reports its "Started", "Listening on" and "Autoreload: watching"
+lines, and its exit.
 
 Run as ``run_reporting.py <run arguments>``; a re-exec runs it again with the
 same arguments, so every generation reports. It reads the lines off stderr,
@@ -24,7 +25,7 @@ class _Tee:
     def write(self, text: str) -> int:
         for line in text.splitlines():
             message = line.partition(" sitebus: ")[2]
-            if message.startswith(("Listening on ", "Started ")):
+            if message.startswith(("Listening on ", "Started ", "Autoreload: watching ")):
                 report(message)
         return self.stream.write(text)
 
