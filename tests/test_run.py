@@ -418,3 +418,64 @@ def test_daemonize_with_the_address_in_use_fails_in_the_launcher_leaving_nothing
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert f'Cannot bind "{spec}": address already in use' in done.stderr
     assert not pidfile.exists()
+
+
+def test_ctrl_c_twice_during_a_slow_start_exits_130_in_one_line(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """The second Ctrl-C aborts the start: it rolls back and prints one line, status 130."""
+    app = '[[app]]\nmount = "/"\nasgi = "hello_app:slow_startup"\n'
+    site = write_site(tmp_path, '[[server]]\nbind = "127.0.0.1:0"\n\n' + app)
+    child = spawn([str(RUN_SITES / "run_ctrl_c.py"), str(site)], cwd=TESTS / "children")
+    child.expect("lifespan startup")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.signal(signal.SIGINT)
+    child.expect("interrupt")
+    child.expect("exited 130")
+    assert child.wait() == 130
+    assert child.stderr() == (
+        "sitebus: interrupted while starting; what had started was stopped\n"
+    ), child.output()
+
+
+TWO_SERVERS = """
+[[server]]
+bind = "127.0.0.1:0"
+
+[[server]]
+bind = ["127.0.0.1:0", "unix:{sock}"]
+
+[[app]]
+mount = "/"
+asgi = "hello_app:asgi"
+
+[[app]]
+mount = "/flask"
+wsgi = "flask_app:app"
+"""
+
+
+def test_every_server_serves_every_app_and_the_lifespan_runs_once(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """Two servers, three addresses: each answers for both apps, across a SIGHUP restart."""
+    sock = tmp_path / "site.sock"
+    site = write_site(tmp_path, TWO_SERVERS.format(sock=sock))
+    child = spawn([str(RUN_SITES / "run_reporting.py"), str(site)], cwd=SITE_APPS)
+    for generation in ("first", "after SIGHUP"):
+        assert child.next_report() == "lifespan startup", generation
+        line = expect(child, "Listening on ")
+        urls = line.removeprefix("Listening on ").split(", ")
+        assert len(urls) == 3 and urls[2] == f"http+unix://{sock}", line
+        ports = [int(url.rsplit(":", 1)[1]) for url in urls[:2]]
+        for where in (*ports, str(sock)):
+            assert get(where, "/")[1].startswith(b"hello "), where
+            assert get(where, "/flask/hello")[0] == 200, where
+        if generation == "first":
+            child.signal(signal.SIGHUP)
+            assert child.next_report() == "lifespan shutdown"
+    child.signal(signal.SIGTERM)
+    assert child.next_report() == "lifespan shutdown"
+    expect(child, "exited 0")
+    assert not sock.exists()
