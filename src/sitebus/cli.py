@@ -30,12 +30,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._collector import pause_collector as _pause_collector
-from ._collector import resume_collector as _resume_collector
+from ._startup import command_log, start_and_block
+from ._startup import pause_collector as _pause_collector
+from ._startup import resume_collector as _resume_collector
 from ._stderr_log import UNHELD, HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
-from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
 from .servers._failed_app import FailedStartupServes500, unavailable_app
@@ -306,20 +306,15 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The stop of the server waits up to the graceful timeout: the bound on each
-    # stop listener (60 s by default) must not cut it short.
-    bus = Bus(listener_timeout=args.graceful_timeout + 30.0)
-    # One log for the bus, the engine and the app: the root logger's. Debug
-    # shows everything as it happens; otherwise a start that fails prints one
-    # line (its error) rather than the rollback's log.
+    # The stop of the server waits up to the graceful timeout: neither the bound
+    # on each stop listener (60 s by default) nor the one on the whole exit
+    # (120 s) may cut it short.
+    bus = Bus(
+        listener_timeout=args.graceful_timeout + 30.0,
+        exit_timeout=args.graceful_timeout + 60.0,
+    )
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
-    stderr = HeldStderr(hold=level > logging.DEBUG)
-    logs = Logs(bus, LogsOptions(logger="", level=level, handlers=(stderr,)))
-    logs.subscribe()
-    if level > logging.DEBUG:
-        # uvicorn's INFO lines retell the bus's ("Started server process",
-        # "Shutting down") and would read as if a second server were running.
-        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    logs, stderr = command_log(bus, level)
     progress = _Progress(args)
     try:
         return _serve_on(bus, stderr, args, progress)
@@ -403,15 +398,8 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
     signals = Signals(bus)
     signals.subscribe()
     try:
-        try:
-            bus.start()
-        except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
-            progress.cancel()
-            stderr.finish(show=False)
-            raise
-        progress.cancel()
-        stderr.finish(show=True)
-        return bus.block()
+        # A StartError, or Ctrl-C twice, reaches main(), which prints the one line.
+        return start_and_block(bus, stderr, over=progress.cancel, started=lambda: None)
     finally:
         signals.unsubscribe()
 

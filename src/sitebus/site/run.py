@@ -8,13 +8,12 @@ up to the imports, starts nothing, and describes what would run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable
 
-from .._collector import pause_collector, resume_collector
-from .._stderr_log import HeldStderr
-from ..plugins.logs import Logs, LogsOptions
+from .._startup import command_log, pause_collector, resume_collector, start_and_block
 from ..servers.base import load_engine
 from .assemble import Site, assemble, engine_for, site_bus
 from .config import SiteConfig, check_imports, load
@@ -66,13 +65,7 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
     error (raised, for the caller to print), not the rollback's log.
     """
     bus = site_bus(config)
-    level = _level(config, log_level)
-    held = HeldStderr(hold=level > logging.DEBUG)
-    logs = Logs(bus, _log_options(config, level, held))
-    logs.subscribe()
-    if level > logging.DEBUG:
-        # uvicorn's INFO lines retell the bus's, as if a second server were running.
-        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    logs, held = command_log(bus, _level(config, log_level), config.log)
     site: Site | None = None
     try:
         thresholds = pause_collector()
@@ -81,19 +74,18 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         finally:
             resume_collector(thresholds)
         site.subscribe()
-        try:
-            bus.start()
-        except BaseException:  # a StartError, or Ctrl-C: the caller prints one line
-            held.finish(show=False)
-            raise
-        held.finish(show=True)
-        for line in start_report(site):
-            bus.log(line)
-        return bus.block()
+        return start_and_block(
+            bus, held, over=lambda: None, started=functools.partial(_say_started, site)
+        )
     finally:
         if site is not None:
             site.unsubscribe()
         logs.unsubscribe()
+
+
+def _say_started(site: Site) -> None:
+    for line in start_report(site):
+        site.bus.log(line)
 
 
 def _level(config: SiteConfig, log_level: str | None) -> int:
@@ -103,17 +95,6 @@ def _level(config: SiteConfig, log_level: str | None) -> int:
         level = config.log.level
         return level if isinstance(level, int) else logging.getLevelNamesMapping()[level.upper()]
     return logging.INFO
-
-
-def _log_options(config: SiteConfig, level: int, held: HeldStderr) -> LogsOptions:
-    """The ``[log]`` section (or the default: the root logger to stderr), stderr held back."""
-    options = config.log or LogsOptions(logger="")
-    to_stderr = options.stderr
-    if to_stderr is None:
-        to_stderr = options.file is None and not options.handlers
-    if to_stderr:
-        options = options.replace(stderr=False, handlers=(*options.handlers, held))
-    return options.replace(level=level)
 
 
 def start_report(site: Site) -> list[str]:
