@@ -479,3 +479,20 @@ def test_every_server_serves_every_app_and_the_lifespan_runs_once(
     assert child.next_report() == "lifespan shutdown"
     expect(child, "exited 0")
     assert not sock.exists()
+
+
+def test_a_slow_import_says_what_the_site_is_starting(spawn: Spawn, tmp_path: Path) -> None:
+    """A slow app import is not silence: one line names the site and its addresses at once."""
+    site = write_site(
+        tmp_path,
+        '[site]\nname = "slow"\n\n[[server]]\nbind = "127.0.0.1:0"\n\n'
+        '[[app]]\nmount = "/"\nwsgi = "serve_slow_app:app"\n',
+    )
+    child = spawn([str(RUN_SITES / "run_reporting.py"), str(site)], cwd=TESTS / "children")
+    child.expect("importing")
+    child.expect("Starting slow on 127.0.0.1:0 (importing its apps and plugins)")
+    child.release()
+    port = listening_port(child)
+    assert get(port) == (200, b"ok")
+    stop(child)
+    assert child.stderr().count("Starting slow") == 1

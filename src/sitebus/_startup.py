@@ -9,16 +9,52 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._stderr_log import HeldStderr
+from ._stderr_log import UNHELD, HeldStderr
 from .plugins.logs import Logs, LogsOptions
 
 if TYPE_CHECKING:
     from .bus import Bus
 
-__all__ = ["command_log", "pause_collector", "resume_collector", "start_and_block"]
+__all__ = [
+    "SLOW_START",
+    "Progress",
+    "command_log",
+    "pause_collector",
+    "resume_collector",
+    "start_and_block",
+]
+
+# Seconds after which a start still under way says what it is starting: a
+# slow app import is not silence, and a start that fails at once still
+# prints only its error.
+SLOW_START = 1.0
+
+
+class Progress:
+    """Logs ``say()`` once if not cancelled within ``SLOW_START`` seconds, even while held.
+
+    ``cancel()`` returns only once the timer's thread has ended: a daemon
+    plugin refuses to fork while another thread runs.
+    """
+
+    def __init__(self, say: Callable[[], str]) -> None:
+        self._say = say
+        self._timer = threading.Timer(SLOW_START, self._log)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _log(self) -> None:
+        logging.getLogger("sitebus").info(self._say(), extra={UNHELD: True})
+
+    def cancel(self) -> None:
+        """The start is over (or past its slow part): say nothing more."""
+        self._timer.cancel()
+        if self._timer is not threading.current_thread():
+            self._timer.join()
 
 
 def command_log(

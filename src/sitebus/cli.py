@@ -25,15 +25,14 @@ import importlib
 import logging
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._startup import command_log, start_and_block
+from ._startup import Progress, command_log, start_and_block
 from ._startup import pause_collector as _pause_collector
 from ._startup import resume_collector as _resume_collector
-from ._stderr_log import UNHELD, HeldStderr
+from ._stderr_log import HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
 from .plugins.signals import Signals
@@ -44,10 +43,6 @@ from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi,
 __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-# Seconds after which a start still under way says what it is starting: a
-# slow app import is not silence, and a start that fails at once still
-# prints only its error.
-SLOW_START = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,20 +329,16 @@ class _Progress:
         self.app: str = args.app
         self.binds: list[str] = args.bind or ["127.0.0.1:8080"]
         self.engine: str | None = args.engine
-        self._timer = threading.Timer(SLOW_START, self._say)
-        self._timer.daemon = True
-        self._timer.start()
+        self._progress = Progress(self._message)
 
-    def _say(self) -> None:
+    def _message(self) -> str:
         engine = f" with {self.engine}" if self.engine else ""
         doing = "" if self.engine else " (importing the app)"
-        logging.getLogger("sitebus").info(
-            f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}", extra={UNHELD: True}
-        )
+        return f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}"
 
     def cancel(self) -> None:
         """The start is over, whichever way it went: say nothing more."""
-        self._timer.cancel()
+        self._progress.cancel()
 
 
 def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:

@@ -1,5 +1,6 @@
-"""``sitebus run`` that also reports its "Started", "Listening on" and "Autoreload: watching"
-lines, and its exit.
+"""``sitebus run`` that also reports its exit and the lines a test waits for.
+
+Those are "Starting", "Started", "Listening on" and "Autoreload: watching".
 
 Run as ``run_reporting.py <run arguments>``; a re-exec runs it again with the
 same arguments, so every generation reports. It reads the lines off stderr,
@@ -25,7 +26,9 @@ class _Tee:
     def write(self, text: str) -> int:
         for line in text.splitlines():
             message = line.partition(" sitebus: ")[2]
-            if message.startswith(("Listening on ", "Started ", "Autoreload: watching ")):
+            if message.startswith(
+                ("Listening on ", "Started ", "Starting ", "Autoreload: watching ")
+            ):
                 report(message)
         return self.stream.write(text)
 

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from .._startup import command_log, pause_collector, resume_collector, start_and_block
+from .._startup import Progress, command_log, pause_collector, resume_collector, start_and_block
 from ..servers.base import load_engine
 from .assemble import Site, assemble, engine_for, site_bus
 from .config import SiteConfig, check_imports, load
@@ -68,11 +68,15 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
     logs, held = command_log(bus, _level(config, log_level), config.log)
     site: Site | None = None
     try:
+        # Only the imports are watched: the timer's thread must be gone
+        # before the start, where a daemon plugin forks.
+        progress = Progress(functools.partial(_starting, config))
         thresholds = pause_collector()
         try:
             site = assemble(config, check_imports(config), bus)
         finally:
             resume_collector(thresholds)
+            progress.cancel()
         site.subscribe()
         return start_and_block(
             bus, held, over=lambda: None, started=functools.partial(_say_started, site)
@@ -81,6 +85,15 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         if site is not None:
             site.unsubscribe()
         logs.unsubscribe()
+
+
+def _starting(config: SiteConfig) -> str:
+    binds = ", ".join(bind for server in config.servers for bind in server.binds)
+    return f"Starting {_name(config)} on {binds} (importing its apps and plugins)"
+
+
+def _name(config: SiteConfig) -> str:
+    return config.site.name or os.path.basename(config.path)
 
 
 def _say_started(site: Site) -> None:
@@ -103,7 +116,7 @@ def start_report(site: Site) -> list[str]:
     total = sum(t.seconds for t in timings)
     # "sitebus.servers.sockets.Sockets.start" -> "Sockets": the plugin's class.
     each = ", ".join(f"{t.listener.rsplit('.', 2)[-2]} {t.seconds * 1000:.1f} ms" for t in timings)
-    name = site.config.site.name or os.path.basename(site.config.path)
+    name = _name(site.config)
     return [
         f"Started {name} in {total * 1000:.0f} ms: {each}",
         f"Listening on {', '.join(site.urls())}",
