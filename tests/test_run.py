@@ -496,3 +496,42 @@ def test_a_slow_import_says_what_the_site_is_starting(spawn: Spawn, tmp_path: Pa
     assert get(port) == (200, b"ok")
     stop(child)
     assert child.stderr().count("Starting slow") == 1
+
+
+# -- the assembler, in process ------------------------------------------------
+
+
+def test_the_bus_bounds_leave_every_server_its_graceful_timeout(tmp_path: Path) -> None:
+    """Servers stop one after another: the whole exit may take each one's graceful timeout."""
+    from sitebus.site.assemble import site_bus
+    from sitebus.site.config import load
+
+    site = write_site(
+        tmp_path,
+        '[site]\ngraceful_timeout = 200\n\n[[server]]\n[[server]]\nbind = "127.0.0.1:0"\n\n'
+        '[[app]]\nmount = "/"\nwsgi = "hello_app:app"\n',
+    )
+    bus = site_bus(load(site))
+    assert bus.listener_timeout is not None and bus.listener_timeout > 200
+    assert bus.exit_timeout is not None and bus.exit_timeout > 2 * 200
+
+
+def test_a_tasks_section_puts_a_tasks_plugin_on_the_site(tmp_path: Path) -> None:
+    from sitebus.plugins.tasks import Tasks
+    from sitebus.site.assemble import assemble, site_bus
+    from sitebus.site.config import check_imports, load
+
+    site = write_site(
+        tmp_path,
+        '[[app]]\nmount = "/"\nwsgi = "beside:app"\n\n[tasks]\njoin_timeout = 2\n',
+    )
+    (tmp_path / "beside.py").write_text("def app(environ, start_response):\n    return []\n")
+    path = list(sys.path)
+    try:
+        config = load(site)
+        built = assemble(config, check_imports(config), site_bus(config))
+    finally:
+        sys.path[:] = path
+        sys.modules.pop("beside", None)
+    assert isinstance(built.tasks, Tasks) and built.tasks in built.plugins
+    assert built.tasks.options.join_timeout == 2
