@@ -9,6 +9,7 @@ import path), the reporting wrappers in ``tests/run_sites/``.
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import signal
 import socket
@@ -535,3 +536,48 @@ def test_a_tasks_section_puts_a_tasks_plugin_on_the_site(tmp_path: Path) -> None
         sys.modules.pop("beside", None)
     assert isinstance(built.tasks, Tasks) and built.tasks in built.plugins
     assert built.tasks.options.join_timeout == 2
+
+
+def _free_privileged_port() -> int:
+    """A port below 1024 that nothing listens on now (the test runs as root)."""
+    for port in range(1023, 900, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port from 901 to 1023")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a privileged port needs root")
+def test_privileges_drop_after_a_privileged_port_is_bound(spawn: Spawn, tmp_path: Path) -> None:
+    """[privileges] user = nobody: the port below 1024 is bound as root, requests run as nobody."""
+    port = _free_privileged_port()
+    site = write_site(
+        tmp_path,
+        f'[[server]]\nbind = "127.0.0.1:{port}"\n\n[[app]]\nmount = "/"\n'
+        'wsgi = "hello_app:app"\n\n[privileges]\nuser = "nobody"\n',
+    )
+    child, listening = run_site(spawn, site, cwd=TESTS / "children")
+    assert listening == port
+    status, body = get(port)
+    assert status == 200 and body == f"hello {child.pid}".encode()
+    status_lines = Path(f"/proc/{child.pid}/status").read_text().splitlines()
+    uids = next(line for line in status_lines if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {str(pwd.getpwnam("nobody").pw_uid)}  # real, effective, saved, fs
+    stop(child)
+
+
+def test_the_log_section_writes_the_sites_log_to_its_file(spawn: Spawn, tmp_path: Path) -> None:
+    """[log] with a relative file: the whole log lands there, though Django, imported
+    after the log was set up, closes every logging handler as it configures its own."""
+    site = write_site(
+        tmp_path, FOUR_FRAMEWORKS.format(engine="") + '\n[log]\nfile = "site.log"\nstderr = true\n'
+    )
+    child, port = run_site(spawn, site)
+    assert get(port, "/flask/hello")[0] == 200
+    stop(child)
+    lines = (tmp_path / "site.log").read_text().splitlines()
+    assert any(line.endswith(f" Listening on http://127.0.0.1:{port}") for line in lines), lines
+    assert lines[-1].endswith(" sitebus: Bus exiting"), lines

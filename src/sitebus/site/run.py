@@ -77,6 +77,11 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         finally:
             resume_collector(thresholds)
             progress.cancel()
+        # Again, now that the apps are imported: a framework may configure
+        # logging as it is imported, and Django's dictConfig closes every
+        # handler there is, the site's log file among them.
+        logs.unsubscribe()
+        logs.subscribe()
         site.subscribe()
         return start_and_block(
             bus, held, over=lambda: None, started=functools.partial(_say_started, site)
