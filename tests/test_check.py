@@ -106,3 +106,25 @@ def test_a_usage_error_exits_2() -> None:
     done = sitebus("run")
     assert done.returncode == 2
     assert "SITE_FILE" in done.stderr
+
+
+def test_check_refuses_a_server_option_its_engine_cannot_honour(tmp_path: Path) -> None:
+    """The servers are made, not started: TLS on wsgiref fails the check as it would the run."""
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f'[[server]]\nengine = "wsgiref"\ncertfile = "{site}"\nkeyfile = "{site}"\n\n'
+        '[[app]]\nmount = "/"\nwsgi = "plain_app:app"\n'
+    )
+    done = sitebus("check", str(site))
+    assert done.returncode == 1
+    assert done.stderr == "sitebus: error: The wsgiref engine does not support TLS certificates\n"
+
+
+def test_check_leaves_out_an_autoreload_section_that_is_not_enabled(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[app]]\nmount = "/"\nwsgi = "plain_app:app"\n\n[autoreload]\nenabled = false\n'
+    )
+    done = sitebus("check", str(site))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "plugins: signals"

@@ -14,10 +14,8 @@ import os
 from collections.abc import Iterable
 
 from .._startup import Progress, command_log, pause_collector, resume_collector, start_and_block
-from ..servers.base import load_engine
-from .assemble import Site, assemble, engine_for, site_bus
+from .assemble import Site, assemble, site_bus
 from .config import SiteConfig, check_imports, load
-from .mount import site_app
 
 __all__ = ["check", "configure", "run", "start_report"]
 
@@ -131,21 +129,22 @@ def start_report(site: Site) -> list[str]:
 def check(config: SiteConfig) -> list[str]:
     """Import everything ``config`` names and describe what would run; start nothing.
 
-    Raises what ``check_imports`` and the engines' loading raise.
+    The plugins and servers are made, on a bus of their own, but not
+    subscribed: an engine that is not installed, or that cannot honour a
+    server's options (TLS, its files), fails the check as it would the run.
+    Raises what ``check_imports`` and ``assemble`` raise.
     """
-    imports = check_imports(config)
-    kind, _ = site_app(config, imports)
+    site = assemble(config, check_imports(config), site_bus(config))
     lines = [f"{config.path}: ok"]
-    for index, server in enumerate(config.servers):
-        engine = engine_for(server, kind)
-        load_engine(engine)  # an engine that is not installed fails the check
-        lines.append(f"server[{index}]: {engine} on {', '.join(server.binds)}")
+    for index, (section, server) in enumerate(zip(config.servers, site.servers, strict=True)):
+        lines.append(f"server[{index}]: {server.engine} on {', '.join(section.binds)}")
     for app in config.apps:
         lines.append(f"app {app.mount}: {app.kind} {app.target}")
+    autoreload = config.autoreload is not None and config.autoreload.enabled
     plugins = [
         name
         for name in ("signals", "daemon", "pidfile", "privileges", "autoreload", "tasks", "log")
-        if getattr(config, name) is not None
+        if getattr(config, name) is not None and (name != "autoreload" or autoreload)
     ]
     plugins += [section.use for section in config.plugins]
     lines.append(f"plugins: {', '.join(plugins) or 'none'}")
