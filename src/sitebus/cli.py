@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitebus",
         description="Run a Python web site on one process bus.",
+        epilog="Exit status: 0 when the site was stopped by SIGTERM or SIGINT (or check found "
+        "nothing wrong), 1 on an error (one line on stderr), 2 on a usage error, 130 when "
+        "interrupted while starting.",
     )
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -225,7 +228,9 @@ def _add_site_commands(commands: Any) -> None:
     )
     run.add_argument("--pidfile", metavar="PATH", help="write the PID here, as [pidfile] path")
     run.add_argument(
-        "--log-level", choices=_LOG_LEVELS, help="(default: the file's [log] level, else info)"
+        "--log-level",
+        choices=_LOG_LEVELS,
+        help="the log's level (default: the file's [log] level, else info)",
     )
     run.set_defaults(command=_run)
     check.set_defaults(command=_check)
