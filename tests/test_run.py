@@ -581,3 +581,54 @@ def test_the_log_section_writes_the_sites_log_to_its_file(spawn: Spawn, tmp_path
     lines = (tmp_path / "site.log").read_text().splitlines()
     assert any(line.endswith(f" Listening on http://127.0.0.1:{port}") for line in lines), lines
     assert lines[-1].endswith(" sitebus: Bus exiting"), lines
+
+
+BROKEN = "raise RuntimeError('the database is not there')\n"
+FIXED = (
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'fixed']\n"
+)
+
+
+def test_with_reload_an_app_that_fails_to_import_serves_500_until_its_fix(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """Development: the error (with its traceback) is logged and served; the fix restarts."""
+    source = tmp_path / "edited.py"
+    source.write_text(BROKEN)
+    site = write_site(
+        tmp_path, '[[server]]\nbind = "127.0.0.1:0"\n\n[[app]]\nmount = "/"\nwsgi = "edited:app"\n'
+    )
+    child, port = run_site(spawn, site, "--reload")
+    expect(child, "Autoreload: watching ")
+    status, body = get(port)
+    assert status == 500 and b"RuntimeError: the database is not there" in body, body
+    assert f'File "{source}", line 1' in child.stderr()
+    source.write_text(FIXED)
+    assert listening_port(child) == port
+    assert get(port) == (200, b"fixed")
+    stop(child)
+
+
+def test_without_reload_an_app_that_fails_to_import_ends_the_run(tmp_path: Path) -> None:
+    (tmp_path / "edited.py").write_text(BROKEN)
+    site = write_site(tmp_path, '[[app]]\nmount = "/"\nwsgi = "edited:app"\n')
+    done = run_sitebus("run", str(site), "--set", "server.bind=127.0.0.1:0")
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "RuntimeError: the database is not there" in done.stderr
+
+
+def test_with_reload_a_failed_asgi_lifespan_startup_serves_500(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    site = write_site(
+        tmp_path,
+        '[[server]]\nbind = "127.0.0.1:0"\n\n[[app]]\nmount = "/star"\n'
+        'asgi = "starlette_app:failing"\n',
+    )
+    child, port = run_site(spawn, site, "--reload")
+    status, body = get(port, "/star/")
+    assert status == 500 and b"the database is not there" in body, body
+    stop(child)

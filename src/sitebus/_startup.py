@@ -8,8 +8,11 @@ are held back until the start is over, and then block.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
+import os
 import threading
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,7 +25,9 @@ if TYPE_CHECKING:
 __all__ = [
     "SLOW_START",
     "Progress",
+    "app_traceback",
     "command_log",
+    "failed_sources",
     "pause_collector",
     "resume_collector",
     "start_and_block",
@@ -130,3 +135,47 @@ def resume_collector(thresholds: tuple[int, int, int]) -> None:
     if gc.get_threshold()[0] == 0:
         gc.freeze()
         gc.set_threshold(*thresholds)
+
+
+def app_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by the app's code, without sitebus's frames.
+
+    The import machinery's frames and sitebus's own say nothing about the
+    app: what is left points at the file and line of the app that failed.
+    """
+    ours = (
+        "<frozen importlib",
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,  # sitebus itself
+        os.path.dirname(importlib.__file__) + os.sep,
+    )
+    summary = traceback.TracebackException.from_exception(exc)
+    for part in _chain(summary):
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not frame.filename.startswith(ours)]
+        )
+    return "".join(summary.format()).rstrip("\n")
+
+
+def _chain(summary: traceback.TracebackException) -> list[traceback.TracebackException]:
+    parts, seen = [summary], {id(summary)}
+    for part in parts:
+        for linked in (part.__cause__, part.__context__):
+            if linked is not None and id(linked) not in seen:
+                seen.add(id(linked))
+                parts.append(linked)
+    return parts
+
+
+def failed_sources(exc: BaseException) -> list[str]:
+    """The source files of the modules whose code raised ``exc`` as they ran.
+
+    A module that fails while it is imported leaves ``sys.modules``, so
+    autoreload would not watch it: these are the files to watch for its fix.
+    """
+    files = []
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_name == "<module>":
+            files.append(frame.f_code.co_filename)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        files.append(exc.filename)
+    return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]

@@ -25,11 +25,10 @@ import importlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._startup import Progress, command_log, start_and_block
+from ._startup import Progress, app_traceback, command_log, failed_sources, start_and_block
 from ._startup import pause_collector as _pause_collector
 from ._startup import resume_collector as _resume_collector
 from ._stderr_log import HeldStderr
@@ -65,35 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, AppError) and error.__cause__ is not None:
             print(app_traceback(error.__cause__), file=sys.stderr)
         return 1
-
-
-def app_traceback(exc: BaseException) -> str:
-    """The traceback of an exception raised by the app's code, without sitebus's frames.
-
-    The import machinery's frames and sitebus's own say nothing about the
-    app: what is left points at the file and line of the app that failed.
-    """
-    ours = (
-        "<frozen importlib",
-        os.path.dirname(os.path.abspath(__file__)) + os.sep,
-        os.path.dirname(importlib.__file__) + os.sep,
-    )
-    summary = traceback.TracebackException.from_exception(exc)
-    for part in _chain(summary):
-        part.stack = traceback.StackSummary.from_list(
-            [frame for frame in part.stack if not frame.filename.startswith(ours)]
-        )
-    return "".join(summary.format()).rstrip("\n")
-
-
-def _chain(summary: traceback.TracebackException) -> list[traceback.TracebackException]:
-    parts, seen = [summary], {id(summary)}
-    for part in parts:
-        for linked in (part.__cause__, part.__context__):
-            if linked is not None and id(linked) not in seen:
-                seen.add(id(linked))
-                parts.append(linked)
-    return parts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -436,21 +406,6 @@ def load_app(spec: str) -> Any:
     if not callable(app):
         raise AppError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
-
-
-def failed_sources(exc: BaseException) -> list[str]:
-    """The source files of the modules whose code raised ``exc`` as they ran.
-
-    A module that fails while it is imported leaves ``sys.modules``, so
-    autoreload would not watch it: these are the files to watch for its fix.
-    """
-    files = []
-    for frame, _ in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_name == "<module>":
-            files.append(frame.f_code.co_filename)
-    if isinstance(exc, SyntaxError) and exc.filename:
-        files.append(exc.filename)
-    return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
 def _log_app_failure(bus: Bus, error: AppError) -> list[str]:

@@ -28,6 +28,7 @@ from .mount import site_app
 
 if TYPE_CHECKING:
     from ..bus import Bus
+    from ..errors import AppError
     from ..plugins.tasks import Tasks
     from ._check import SiteImports
     from .config import ServerSection, SiteConfig
@@ -107,13 +108,33 @@ class Site:
         return found
 
 
-def assemble(config: SiteConfig, imports: SiteImports, bus: Bus) -> Site:
+def assemble(
+    config: SiteConfig,
+    imports: SiteImports | None,
+    bus: Bus,
+    *,
+    stand_in: Any = None,
+    on_lifespan_failure: Callable[[AppError], object] | None = None,
+) -> Site:
     """Make every plugin ``config`` asks for on ``bus``; subscribe none of them.
 
-    Raises ``ConfigError`` for an engine that cannot honour a server's options
-    and ``MissingExtraError`` for an engine that is not installed.
+    For development, ``stand_in`` is a WSGI app served in place of the site's
+    apps (which did not import, so ``imports`` is None and the ``[[plugin]]``
+    tables are left out); with ``on_lifespan_failure``, a failed ASGI
+    lifespan startup is handed to it and the site answers 500 instead of
+    failing its start. Raises ``ConfigError`` for an engine that cannot
+    honour a server's options and ``MissingExtraError`` for an engine that is
+    not installed.
     """
-    kind, app = site_app(config, imports)
+    if stand_in is not None:
+        kind, app = "wsgi", stand_in
+    else:
+        assert imports is not None, "the site's imports, or a stand-in app"
+        kind, app = site_app(config, imports)
+        if kind == "asgi" and on_lifespan_failure is not None:
+            from ..servers._failed_app import FailedStartupServes500
+
+            app = FailedStartupServes500(app, on_lifespan_failure)
     plugins: list[Plugin] = [*_process_plugins(config, bus)]
     tasks = None
     if config.tasks is not None:
@@ -143,9 +164,10 @@ def assemble(config: SiteConfig, imports: SiteImports, bus: Bus) -> Site:
         all_sockets.append(sockets)
         servers.append(server)
         plugins += [sockets, server]
-    for declared, cls in zip(config.plugins, imports.plugins, strict=True):
+    declared = () if imports is None else zip(config.plugins, imports.plugins, strict=True)
+    for table, cls in declared:
         # check_imports bound these keywords to the constructor already.
-        plugins.append(cls(bus, **declared.options))
+        plugins.append(cls(bus, **table.options))
     return Site(bus, config, kind, app, tuple(all_sockets), tuple(servers), tuple(plugins), tasks)
 
 

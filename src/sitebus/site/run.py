@@ -13,7 +13,18 @@ import logging
 import os
 from collections.abc import Iterable
 
-from .._startup import Progress, command_log, pause_collector, resume_collector, start_and_block
+from .._startup import (
+    Progress,
+    app_traceback,
+    command_log,
+    failed_sources,
+    pause_collector,
+    resume_collector,
+    start_and_block,
+)
+from ..bus import Bus
+from ..errors import AppError, ImportStringError
+from ..servers._failed_app import unavailable_app
 from .assemble import Site, assemble, site_bus
 from .config import SiteConfig, check_imports, load
 
@@ -71,7 +82,7 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         progress = Progress(functools.partial(_starting, config))
         thresholds = pause_collector()
         try:
-            site = assemble(config, check_imports(config), bus)
+            site = _assemble(config, bus)
         finally:
             resume_collector(thresholds)
             progress.cancel()
@@ -88,6 +99,52 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         if site is not None:
             site.unsubscribe()
         logs.unsubscribe()
+
+
+def _assemble(config: SiteConfig, bus: Bus) -> Site:
+    """The site; with autoreload on, a site that stands in for it while its code is broken.
+
+    In development an edit that breaks an app must not end the site: when an
+    app's (or a middleware's, or a plugin's) module raises as it is
+    imported, or an ASGI app's lifespan startup fails, the site answers 500
+    with the error and watches the files that failed, and the next edit
+    restarts it. A module that does not exist at all still ends the run.
+    """
+    reloading = config.autoreload is not None and config.autoreload.enabled
+    if not reloading:
+        return assemble(config, check_imports(config), bus)
+    on_failure = functools.partial(_log_failure, bus)
+    try:
+        imports = check_imports(config)
+    except ImportStringError as exc:
+        cause = _root_cause(exc)
+        if cause is None or not failed_sources(cause):
+            raise
+        error = AppError(str(exc))
+        error.__cause__ = cause
+        watch = on_failure(error)
+        assert config.autoreload is not None  # reloading
+        config = config.replace(
+            autoreload=config.autoreload.replace(paths=(*config.autoreload.paths, *watch))
+        )
+        return assemble(config, None, bus, stand_in=unavailable_app(error))
+    return assemble(config, imports, bus, on_lifespan_failure=on_failure)
+
+
+def _root_cause(exc: BaseException) -> BaseException | None:
+    """The exception at the end of ``exc``'s chain of causes; None when it has none."""
+    cause = exc.__cause__
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return cause
+
+
+def _log_failure(bus: Bus, error: AppError) -> list[str]:
+    """Log why the site's code failed, with its traceback; return the files to watch for a fix."""
+    cause = error.__cause__
+    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
+    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
+    return [] if cause is None else failed_sources(cause)
 
 
 def _starting(config: SiteConfig) -> str:
