@@ -2,8 +2,9 @@
 
 ``run`` loads the site file, configures the log first, imports and
 assembles the site, starts it, says how long each plugin took to start and
-where the site listens, then blocks until it exits. ``check`` does the same
-up to the imports, starts nothing, and describes what would run.
+where the site listens, then blocks until it exits. ``check`` imports and
+makes everything the same way, subscribes and starts nothing, and describes
+what would run.
 """
 
 from __future__ import annotations
