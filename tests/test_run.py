@@ -13,6 +13,7 @@ import pwd
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -224,10 +225,18 @@ def test_a_plugin_table_opens_its_database_at_start_and_closes_it_at_stop(
     assert child.next_report() == f"db open {database}", child.output()
     port = listening_port(child)
     assert get(port, "/flask/hello")[0] == 200
+    # A restart closes it in the old image and opens it in the new one.
+    child.signal(signal.SIGHUP)
+    assert child.next_report() == "db closed", child.output()
+    assert child.next_report() == f"db open {database}", child.output()
+    assert listening_port(child) == port
     child.signal(signal.SIGTERM)
     assert child.next_report() == "db closed", child.output()
     expect(child, "exited 0")
     assert child.wait() == 0
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM starts").fetchone() == (2,)
+    db.close()
 
 
 def test_import_strings_resolve_from_the_site_files_directory(spawn: Spawn, tmp_path: Path) -> None:
@@ -350,10 +359,14 @@ def test_an_unimportable_app_is_one_line(tmp_path: Path, spec: str, expected: st
 # -- the command line's flags -------------------------------------------------
 
 
-def test_reload_restarts_the_site_when_the_site_file_changes(spawn: Spawn, tmp_path: Path) -> None:
-    """``--reload`` watches the site file itself: a new mount answers after the restart."""
-    site = write_site(tmp_path, FOUR_FRAMEWORKS.format(engine=""))
-    child, port = run_site(spawn, site, "--reload")
+@pytest.mark.parametrize("how", ["--reload", "[autoreload]"])
+def test_reload_restarts_the_site_when_the_site_file_changes(
+    spawn: Spawn, tmp_path: Path, how: str
+) -> None:
+    """Autoreload watches the site file itself: a new mount answers after the restart."""
+    section = "\n[autoreload]\nenabled = true\n" if how == "[autoreload]" else ""
+    site = write_site(tmp_path, FOUR_FRAMEWORKS.format(engine="") + section)
+    child, port = run_site(spawn, site, *([how] if how == "--reload" else []))
     expect(child, "Autoreload: watching ")
     assert get(port, "/star/hello")[1].startswith(b"plain "), "no /star mount yet"
     site.write_text(site.read_text() + STARLETTE)
