@@ -1,33 +1,43 @@
 """The ``sitebus`` command line: the only place that turns errors into exit statuses.
 
 Each subcommand is a function taking the parsed arguments and returning an
-exit status; a ``SitebusError`` anywhere below becomes one line on stderr and
-status 1, and a usage error status 2 (argparse's own). Subcommands:
+exit status. Subcommands:
 
+    sitebus run site.toml [--set SECTION.KEY=VALUE ...] [--reload|--no-reload]
+                [--daemonize] [--pidfile PATH] [--log-level LEVEL]
+    sitebus check site.toml [--set SECTION.KEY=VALUE ...]
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
                   [--daemonize] [--pidfile PATH]
     sitebus status|stop|reload|graceful --pidfile PATH   (see ``sitebus.control``)
+
+Exit statuses:
+
+- 0: the site ran and was stopped by SIGTERM or SIGINT; ``check`` found no problem.
+- 1: an error, one line on stderr: a ``SitebusError`` anywhere below (a bad
+  site file, an app that does not import, an address in use, ...).
+- 2: a usage error (argparse's own): an unknown option, a malformed value.
+- 3: ``status`` found no running site (as LSB init scripts say).
+- 130: interrupted (Ctrl-C) while starting; what had started was stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import importlib
 import logging
 import os
 import sys
-import threading
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import control
-from ._stderr_log import UNHELD, HeldStderr
+from ._startup import Progress, app_traceback, command_log, failed_sources, start_and_block
+from ._startup import pause_collector as _pause_collector
+from ._startup import resume_collector as _resume_collector
+from ._stderr_log import HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
-from .plugins.logs import Logs, LogsOptions
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
 from .servers._failed_app import FailedStartupServes500, unavailable_app
@@ -36,10 +46,6 @@ from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi,
 __all__ = ["app_traceback", "failed_sources", "load_app", "main"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-# Seconds after which a start still under way says what it is starting: a
-# slow app import is not silence, and a start that fails at once still
-# prints only its error.
-SLOW_START = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,41 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def app_traceback(exc: BaseException) -> str:
-    """The traceback of an exception raised by the app's code, without sitebus's frames.
-
-    The import machinery's frames and sitebus's own say nothing about the
-    app: what is left points at the file and line of the app that failed.
-    """
-    ours = (
-        "<frozen importlib",
-        os.path.dirname(os.path.abspath(__file__)) + os.sep,
-        os.path.dirname(importlib.__file__) + os.sep,
-    )
-    summary = traceback.TracebackException.from_exception(exc)
-    for part in _chain(summary):
-        part.stack = traceback.StackSummary.from_list(
-            [frame for frame in part.stack if not frame.filename.startswith(ours)]
-        )
-    return "".join(summary.format()).rstrip("\n")
-
-
-def _chain(summary: traceback.TracebackException) -> list[traceback.TracebackException]:
-    parts, seen = [summary], {id(summary)}
-    for part in parts:
-        for linked in (part.__cause__, part.__context__):
-            if linked is not None and id(linked) not in seen:
-                seen.add(id(linked))
-                parts.append(linked)
-    return parts
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitebus",
         description="Run a Python web site on one process bus.",
+        epilog="Exit status: 0 when the site was stopped by SIGTERM or SIGINT (or check found "
+        "nothing wrong), 1 on an error (one line on stderr), 2 on a usage error, 130 when "
+        "interrupted while starting.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_site_commands(commands)
     serve = commands.add_parser(
         "serve",
         help="serve one WSGI or ASGI app",
@@ -164,6 +146,93 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Version(argparse.Action):
+    """``--version``: looks the version up only when asked (importlib.metadata costs ~10 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("sitebus")
+        except metadata.PackageNotFoundError:
+            version = "(not installed)"
+        print(f"{parser.prog} {version}")
+        parser.exit()
+
+
+def _add_site_commands(commands: Any) -> None:
+    """``run`` and ``check``: the commands that read a site file."""
+    run = commands.add_parser(
+        "run",
+        help="run the site a site file describes",
+        description="Run the site that SITE_FILE describes: its servers, apps and plugins. "
+        "SIGTERM and SIGINT stop it (exit 0); SIGHUP restarts it in place without "
+        "refusing a connection.",
+    )
+    check = commands.add_parser(
+        "check",
+        help="check a site file: validate it, import what it names, start nothing",
+        description="Validate SITE_FILE, import every app, middleware and plugin it names, "
+        "and describe what would run, starting nothing. Exit 0 when all is well, else 1 "
+        "with the problem on one line.",
+    )
+    for command in (run, check):
+        command.add_argument("site_file", metavar="SITE_FILE", help="the site's TOML file")
+        command.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            dest="overrides",
+            metavar="SECTION.KEY=VALUE",
+            help="override a value of the file, such as server.bind=127.0.0.1:9000 "
+            "(a TOML value, else a string); repeatable",
+        )
+    run.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="restart when a source file or the site file changes (default: the file's "
+        "[autoreload] section)",
+    )
+    run.add_argument(
+        "--daemonize",
+        action="store_true",
+        help="detach from the terminal, as the file's [daemon] section does",
+    )
+    run.add_argument("--pidfile", metavar="PATH", help="write the PID here, as [pidfile] path")
+    run.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        help="the log's level (default: the file's [log] level, else info)",
+    )
+    run.set_defaults(command=_run)
+    check.set_defaults(command=_check)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .site.run import configure, run
+
+    config = configure(
+        args.site_file,
+        args.overrides,
+        reload=args.reload,
+        daemonize=args.daemonize,
+        pidfile=args.pidfile,
+    )
+    return run(config, log_level=args.log_level)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .site.run import check, configure
+
+    for line in check(configure(args.site_file, args.overrides)):
+        print(line)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1 (names itself in the usage error)."""
     try:
@@ -213,25 +282,14 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The stop of the server waits up to the graceful timeout: the bound on each
-    # stop listener (60 s by default) must not cut it short.
     # A stop may take the whole graceful timeout: named in the log only past
     # it, and the process ended (exit_timeout) only well after it.
     bus = Bus(
         listener_timeout=args.graceful_timeout + 30.0,
         exit_timeout=args.graceful_timeout + 60.0,
     )
-    # One log for the bus, the engine and the app: the root logger's. Debug
-    # shows everything as it happens; otherwise a start that fails prints one
-    # line (its error) rather than the rollback's log.
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
-    stderr = HeldStderr(hold=level > logging.DEBUG)
-    logs = Logs(bus, LogsOptions(logger="", level=level, handlers=(stderr,)))
-    logs.subscribe()
-    if level > logging.DEBUG:
-        # uvicorn's INFO lines retell the bus's ("Started server process",
-        # "Shutting down") and would read as if a second server were running.
-        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, level))
+    logs, stderr = command_log(bus, level)
     progress = _Progress(args)
     try:
         return _serve_on(bus, stderr, args, progress)
@@ -251,21 +309,19 @@ class _Progress:
         self.app: str = args.app
         self.binds: list[str] = args.bind or ["127.0.0.1:8080"]
         self.engine: str | None = args.engine
-        self._timer = threading.Timer(SLOW_START, self._say)
-        self._timer.daemon = True
-        if not args.daemonize:  # the daemon plugin forks, and refuses to with a thread running
-            self._timer.start()
+        # No timer thread when daemonizing: the daemon plugin refuses to fork
+        # while another thread runs.
+        self._progress = None if args.daemonize else Progress(self._message)
 
-    def _say(self) -> None:
+    def _message(self) -> str:
         engine = f" with {self.engine}" if self.engine else ""
         doing = "" if self.engine else " (importing the app)"
-        logging.getLogger("sitebus").info(
-            f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}", extra={UNHELD: True}
-        )
+        return f"Starting {self.app}{engine} on {', '.join(self.binds)}{doing}"
 
     def cancel(self) -> None:
         """The start is over, whichever way it went: say nothing more."""
-        self._timer.cancel()
+        if self._progress is not None:
+            self._progress.cancel()
 
 
 def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:
@@ -317,44 +373,10 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
     signals = Signals(bus)
     signals.subscribe()
     try:
-        try:
-            bus.start()
-        except BaseException:  # a StartError, or Ctrl-C twice: main() prints the one line
-            progress.cancel()
-            stderr.finish(show=False)
-            raise
-        progress.cancel()
-        stderr.finish(show=True)
-        return bus.block()
+        # A StartError, or Ctrl-C twice, reaches main(), which prints the one line.
+        return start_and_block(bus, stderr, over=progress.cancel, started=lambda: None)
     finally:
         signals.unsubscribe()
-
-
-def _pause_collector() -> tuple[int, int, int]:
-    """Hold the cyclic garbage collector back while the app and the engine are imported.
-
-    Importing them builds tens of thousands of objects that live as long as
-    the process, and the collector scans the pile again and again as it
-    grows: about 3% of a start (and of an in-place restart) on the reference
-    machine. Returns the thresholds that ``_resume_collector`` puts back.
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(0)  # no automatic collection; gc.collect() still works
-    return thresholds
-
-
-def _resume_collector(thresholds: tuple[int, int, int]) -> None:
-    """Freeze what the imports built, then let the collector run again.
-
-    Frozen objects are out of the collector's sight for good, as the gc
-    module's documentation suggests for a server's start-up heap: no pause to
-    scan them now, and none in any later full collection either. The price is
-    that a reference cycle that became garbage during the imports is never
-    freed. An app that set thresholds of its own meanwhile keeps them.
-    """
-    if gc.get_threshold()[0] == 0:
-        gc.freeze()
-        gc.set_threshold(*thresholds)
 
 
 def load_app(spec: str) -> Any:
@@ -393,21 +415,6 @@ def load_app(spec: str) -> Any:
     if not callable(app):
         raise AppError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
-
-
-def failed_sources(exc: BaseException) -> list[str]:
-    """The source files of the modules whose code raised ``exc`` as they ran.
-
-    A module that fails while it is imported leaves ``sys.modules``, so
-    autoreload would not watch it: these are the files to watch for its fix.
-    """
-    files = []
-    for frame, _ in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_name == "<module>":
-            files.append(frame.f_code.co_filename)
-    if isinstance(exc, SyntaxError) and exc.filename:
-        files.append(exc.filename)
-    return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
 def _log_app_failure(bus: Bus, error: AppError) -> list[str]:

@@ -172,7 +172,9 @@ class Daemon(Plugin):
             return
         if state is State.STARTED:
             self._report(b"started\n")
-        elif state in (State.STOPPING, State.STOPPED, State.EXITING):
+        elif state in (State.STOPPED, State.EXITING):
+            # Not at STOPPING: the rollback has yet to run the stop listeners,
+            # and the launcher must not return while the PID file still exists.
             failure = self._failure or f"the bus went to {state.value} while starting"
             self._report(b"failed " + failure.encode("utf-8", "replace") + b"\n")
 
