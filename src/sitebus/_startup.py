@@ -21,6 +21,7 @@ from .plugins.logs import Logs, LogsOptions
 
 if TYPE_CHECKING:
     from .bus import Bus
+    from .errors import AppError
 
 __all__ = [
     "SLOW_START",
@@ -28,6 +29,7 @@ __all__ = [
     "app_traceback",
     "command_log",
     "failed_sources",
+    "log_app_failure",
     "pause_collector",
     "resume_collector",
     "start_and_block",
@@ -179,3 +181,14 @@ def failed_sources(exc: BaseException) -> list[str]:
     if isinstance(exc, SyntaxError) and exc.filename:
         files.append(exc.filename)
     return [os.path.abspath(f) for f in dict.fromkeys(files) if os.path.isfile(f)]
+
+
+def log_app_failure(bus: Bus, error: AppError) -> list[str]:
+    """Log why the site's code failed, with its traceback; return the files to watch for a fix.
+
+    For a development server (``--reload``) that keeps serving 500 meanwhile.
+    """
+    cause = error.__cause__
+    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
+    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
+    return [] if cause is None else failed_sources(cause)

@@ -32,7 +32,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import control
-from ._startup import Progress, app_traceback, command_log, failed_sources, start_and_block
+from ._startup import (
+    Progress,
+    app_traceback,
+    command_log,
+    failed_sources,
+    log_app_failure,
+    start_and_block,
+)
 from ._startup import pause_collector as _pause_collector
 from ._startup import resume_collector as _resume_collector
 from ._stderr_log import HeldStderr
@@ -337,7 +344,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
             app, failed = unavailable_app(exc), exc
         if args.reload and is_asgi(app):
             # The same for a failed ASGI lifespan startup: log it, serve a 500.
-            app = FailedStartupServes500(app, functools.partial(_log_app_failure, bus))
+            app = FailedStartupServes500(app, functools.partial(log_app_failure, bus))
         progress.engine = args.engine or ("uvicorn" if is_asgi(app) else "cheroot")
         engine = load_engine(progress.engine)
     finally:
@@ -367,7 +374,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
     if args.reload:
         from .plugins.autoreload import Autoreload, AutoreloadOptions
 
-        watch = [] if failed is None else _log_app_failure(bus, failed)
+        watch = [] if failed is None else log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
     signals = Signals(bus)
@@ -415,11 +422,3 @@ def load_app(spec: str) -> Any:
     if not callable(app):
         raise AppError(f'"{spec}" is not callable: it is a {type(app).__name__}.')
     return app
-
-
-def _log_app_failure(bus: Bus, error: AppError) -> list[str]:
-    """Log why the app failed, with its traceback; return the files to watch for a fix."""
-    cause = error.__cause__
-    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
-    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
-    return [] if cause is None else failed_sources(cause)

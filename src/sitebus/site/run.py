@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 from .._startup import (
     Progress,
-    app_traceback,
     command_log,
     failed_sources,
+    log_app_failure,
     pause_collector,
     resume_collector,
     start_and_block,
@@ -114,7 +114,7 @@ def _assemble(config: SiteConfig, bus: Bus) -> Site:
     reloading = config.autoreload is not None and config.autoreload.enabled
     if not reloading:
         return assemble(config, check_imports(config), bus)
-    on_failure = functools.partial(_log_failure, bus)
+    on_failure = functools.partial(log_app_failure, bus)
     try:
         imports = check_imports(config)
     except ImportStringError as exc:
@@ -138,14 +138,6 @@ def _root_cause(exc: BaseException) -> BaseException | None:
     while cause is not None and cause.__cause__ is not None:
         cause = cause.__cause__
     return cause
-
-
-def _log_failure(bus: Bus, error: AppError) -> list[str]:
-    """Log why the site's code failed, with its traceback; return the files to watch for a fix."""
-    cause = error.__cause__
-    message = str(error) if cause is None else f"{error}\n{app_traceback(cause)}"
-    bus.log(f"{message}\nServing 500 until a source file changes", logging.ERROR)
-    return [] if cause is None else failed_sources(cause)
 
 
 def _starting(config: SiteConfig) -> str:
