@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench bench-bus bench-autoreload bench-servers clean
+.PHONY: test lint demo bench bench-bus bench-autoreload bench-servers bench-site clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/sitebus run examples/site/site.toml
 
 # Each benchmark runs its systems side by side in one run and prints ratios.
-bench: bench-bus bench-autoreload bench-servers
+bench: bench-bus bench-autoreload bench-servers bench-site
 
 bench-bus: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bus.py
@@ -47,6 +47,10 @@ bench-autoreload: $(VENV)/.bench-installed
 
 bench-servers: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/servers.py
+
+# Needs wrk (apt-get install wrk): the 3% it judges is below a Python client's noise.
+bench-site: $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/site.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
