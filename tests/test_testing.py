@@ -61,10 +61,10 @@ bind = "127.0.0.1:8080"  # the fixture rebinds it to a free port
 
 [[app]]
 mount = "/shop"
-wsgi = "shop:app"
+wsgi = "kit_shop:app"
 
 [[plugin]]
-use = "store:Database"
+use = "kit_store:Database"
 path = "shop.db"
 log = "db.log"
 
@@ -114,8 +114,8 @@ def test_a_bare_bus(sitebus_bus):
 
 
 def user_project(root: Path) -> None:
-    (root / "shop.py").write_text(FLASK_APP)
-    (root / "store.py").write_text(DATABASE_PLUGIN)
+    (root / "kit_shop.py").write_text(FLASK_APP)
+    (root / "kit_store.py").write_text(DATABASE_PLUGIN)
     (root / "site.toml").write_text(SITE)
 
 
@@ -148,8 +148,10 @@ def test_running_site_takes_a_dict_and_two_sites_follow_each_other(tmp_path: Pat
     user_project(tmp_path)
     log = tmp_path / "db.log"
     table = {
-        "app": [{"mount": "/shop", "wsgi": "shop:app"}],
-        "plugin": [{"use": "store:Database", "path": str(tmp_path / "shop.db"), "log": str(log)}],
+        "app": [{"mount": "/shop", "wsgi": "kit_shop:app"}],
+        "plugin": [
+            {"use": "kit_store:Database", "path": str(tmp_path / "shop.db"), "log": str(log)}
+        ],
     }
     buses = []
     for _ in range(2):
