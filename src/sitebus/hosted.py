@@ -40,7 +40,8 @@ class HostedSite:
 
     ``app()`` returns the started site's one app in the host's protocol
     (``protocol``: ``"wsgi"`` or ``"asgi"``), starting the site the first time
-    in each process (thread-safe); ``stop()`` exits its bus. A process forked
+    in each process (thread-safe); ``site()`` returns the started ``Site``;
+    ``stop()`` exits its bus. A process forked
     from one whose site had started gets a site of its own: the parent's
     resources (its database connection, its threads) are not the child's to
     use or close.
@@ -72,6 +73,13 @@ class HostedSite:
                 self._app = self._served(self._site)
                 self._pid = os.getpid()
             return self._app
+
+    def site(self) -> Site:
+        """This process's started site (its ``bus``, ``plugins``, ...); starts it if need be."""
+        self.app()
+        site = self._site
+        assert site is not None, "started by app()"
+        return site
 
     def _served(self, site: Site) -> Any:
         if site.kind == self.protocol:
