@@ -200,3 +200,26 @@ def test_hosted_callables_start_nothing_until_first_use(tmp_path: Path) -> None:
             assert hosted.kind == "wsgi"
     finally:
         sys.path.remove(str(SITE_APPS))
+
+
+def test_uvicorn_serves_a_wsgi_site_and_its_lifespan_starts_and_stops_the_site(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """asgi_app adapts a site of WSGI apps alone for uvicorn; the lifespan still starts
+    the site (its database opens) and SIGTERM stops it."""
+    site = write_site(tmp_path, WSGI_APPS)
+    child = spawn(
+        [str(CHILDREN / "uvicorn_host.py")],
+        cwd=SITE_APPS,
+        env={"SITEBUS_TEST_SITE": str(site)},
+    )
+    port = int(child.expect("listening").split()[1])
+    assert child.next_report() == f"db open {child.pid}", child.output()
+    assert request(port, "/") == (200, f"pid {child.pid} at ".encode())
+    assert request(port, "/flask/hello") == (
+        200,
+        b"flask hello; script_name=/flask path=/hello",
+    )
+    child.signal(signal.SIGTERM)
+    assert child.next_report() == f"db closed {child.pid}", child.output()
+    assert child.wait() == -signal.SIGTERM, child.output()
