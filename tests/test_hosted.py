@@ -103,6 +103,9 @@ def test_gunicorn_workers_each_start_and_stop_their_own_site_across_a_sighup(
             "127.0.0.1:0",
             "--config",
             str(CHILDREN / "gunicorn_conf.py"),
+            # The master imports the module (and the site's apps); the
+            # workers, forked from it, must each start a site of their own.
+            "--preload",
             "hosted_module:application",
         ],
         cwd=SITE_APPS,
@@ -223,3 +226,21 @@ def test_uvicorn_serves_a_wsgi_site_and_its_lifespan_starts_and_stops_the_site(
     child.signal(signal.SIGTERM)
     assert child.next_report() == f"db closed {child.pid}", child.output()
     assert child.wait() == -signal.SIGTERM, child.output()
+
+
+def test_a_forked_child_starts_and_stops_a_site_of_its_own(spawn: Spawn, tmp_path: Path) -> None:
+    """A process forked after its parent's site started gets its own site (its own
+    database) on first use, and stops only that one when it exits; the parent's
+    site goes on, and stops at the parent's exit."""
+    site = write_site(tmp_path, WSGI_APPS)
+    child = spawn([str(CHILDREN / "hosted_fork.py"), str(site)], cwd=SITE_APPS)
+    parent = child.pid
+    assert child.next_report() == f"db open {parent}", child.output()
+    assert child.next_report() == f"before fork: pid {parent} at ", child.output()
+    forked = int(child.next_report().split()[-1])
+    assert forked != parent, child.output()
+    assert child.next_report() == f"child: pid {forked} at ", child.output()
+    assert child.next_report() == f"db closed {forked}", child.output()
+    assert child.next_report() == f"parent: pid {parent} at  (child exited 0)", child.output()
+    assert child.next_report() == f"db closed {parent}", child.output()
+    assert child.wait() == 0
