@@ -115,6 +115,7 @@ def assemble(
     *,
     stand_in: Any = None,
     on_lifespan_failure: Callable[[AppError], object] | None = None,
+    hosted: bool = False,
 ) -> Site:
     """Make every plugin ``config`` asks for on ``bus``; subscribe none of them.
 
@@ -122,7 +123,10 @@ def assemble(
     apps (which did not import, so ``imports`` is None and the ``[[plugin]]``
     tables are left out); with ``on_lifespan_failure``, a failed ASGI
     lifespan startup is handed to it and the site answers 500 instead of
-    failing its start. Raises ``ConfigError`` for an engine that cannot
+    failing its start. ``hosted``: another process serves the apps and owns
+    the process (``sitebus.hosted``), so no servers, sockets or process-wide
+    plugins (signals, daemon, PID file, privileges, autoreload) are made,
+    whatever ``config`` says. Raises ``ConfigError`` for an engine that cannot
     honour a server's options and ``MissingExtraError`` for an engine that is
     not installed.
     """
@@ -135,7 +139,7 @@ def assemble(
             from ..servers._failed_app import FailedStartupServes500
 
             app = FailedStartupServes500(app, on_lifespan_failure)
-    plugins: list[Plugin] = [*_process_plugins(config, bus)]
+    plugins: list[Plugin] = [] if hosted else _process_plugins(config, bus)
     tasks = None
     if config.tasks is not None:
         from ..plugins.tasks import Tasks
@@ -143,7 +147,7 @@ def assemble(
         tasks = Tasks(bus, config.tasks)
         plugins.append(tasks)
     all_sockets, servers = [], []
-    for index, section in enumerate(config.servers):
+    for index, section in enumerate(() if hosted else config.servers):
         sockets = Sockets(
             bus,
             SocketsOptions(

@@ -41,6 +41,7 @@ __all__ = [
     "SiteSection",
     "check_imports",
     "load",
+    "load_table",
 ]
 
 DEFAULT_BIND = "127.0.0.1:8080"
@@ -234,6 +235,28 @@ def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> SiteCon
     overridden = apply_overrides(raw, overrides, shown, ARRAY_SECTIONS)
     where = Where(shown, overridden)
     return _config(raw, file, where)
+
+
+def load_table(
+    table: Mapping[str, Any], directory: str | os.PathLike[str] | None = None
+) -> SiteConfig:
+    """Validate ``table``, a site file already read into a ``dict`` of the same shape.
+
+    Relative paths and import strings start at ``directory`` (the current
+    directory when None), as they would beside a file there. Errors name the
+    table ``<site table>``. Raises ``ConfigError`` as ``load`` does.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f"the site table {table!r} is a {type(table).__name__}: expected a dict with "
+            "the sections of a site file ([[app]], [[server]], ...)"
+        )
+    base = os.path.abspath(os.fspath(directory) if directory is not None else os.getcwd())
+    return _config(dict(table), os.path.join(base, TABLE_NAME), Where(TABLE_NAME))
+
+
+# What ``SiteConfig.path`` ends with, and errors name, for a site given as a dict.
+TABLE_NAME = "<site table>"
 
 
 def _config(raw: dict[str, Any], file: str, where: Where) -> SiteConfig:
