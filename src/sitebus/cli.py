@@ -377,6 +377,10 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         watch = [] if failed is None else log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
+    if os.environ.get("NOTIFY_SOCKET"):
+        from .plugins.systemd import Systemd
+
+        Systemd(bus).subscribe()
     signals = Signals(bus)
     signals.subscribe()
     try:

@@ -1,0 +1,197 @@
+"""systemd: the notify protocol and the watchdog, without libsystemd.
+
+systemd tells a service where to report in ``$NOTIFY_SOCKET``: the path of a
+Unix datagram socket, or an abstract one when it starts with ``@``. Each
+report is one datagram of ``KEY=value`` lines. This module sends, for a
+``Type=notify`` or ``Type=notify-reload`` unit:
+
+- ``READY=1`` once the bus is STARTED, that is after every start listener,
+  the servers' included, ran: the sockets accept connections;
+- ``RELOADING=1`` with ``MONOTONIC_USEC=`` (CLOCK_MONOTONIC in microseconds)
+  in the same datagram when a restart (re-exec) begins to stop, or before a
+  graceful reload; then ``READY=1`` again once it is done;
+- ``STOPPING=1`` when the bus begins to stop for an exit;
+- ``STATUS=`` with the bus state on each transition;
+- ``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` while the bus is alive (see
+  ``Systemd``).
+
+Without ``$NOTIFY_SOCKET`` nothing is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from logging import WARNING
+from typing import TYPE_CHECKING
+
+from .._options import Options
+from ..bus import State
+from ..errors import ProcessError
+from ..plugin import Plugin, priority
+
+if TYPE_CHECKING:
+    from ..bus import Bus
+
+__all__ = ["Systemd", "SystemdOptions", "notify", "watchdog_interval"]
+
+# Graceful listeners run in priority order: RELOADING=1 before all of them,
+# READY=1 after all of them.
+_FIRST = 0
+_LAST = 100
+
+
+def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Send ``message`` (``KEY=value`` lines) to ``$NOTIFY_SOCKET``; False when unset.
+
+    A value starting with ``@`` names an abstract socket. Raises
+    ``ProcessError`` when the address is not a path or ``@name``, or when the
+    datagram cannot be sent.
+    """
+    env = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        target = "\0" + address[1:]
+    elif address.startswith("/"):
+        target = address
+    else:
+        raise ProcessError(
+            f"NOTIFY_SOCKET={address!r} is not supported: expected the path of a Unix "
+            "socket ('/run/...') or an abstract socket ('@name')"
+        )
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(message.encode(), target)
+    except OSError as exc:
+        raise ProcessError(
+            f"cannot notify systemd at NOTIFY_SOCKET={address!r}: {exc.strerror or exc}"
+        ) from exc
+    return True
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """The watchdog timeout in seconds that systemd asks this process for; else None.
+
+    None when ``$WATCHDOG_USEC`` is unset, not a positive integer, or when
+    ``$WATCHDOG_PID`` names another process (as ``sd_watchdog_enabled`` does).
+    """
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    pid = env.get("WATCHDOG_PID", "")
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 1_000_000
+
+
+def _monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+class SystemdOptions(Options):
+    """``watchdog``: ping ``WATCHDOG=1`` when ``$WATCHDOG_USEC`` asks for it."""
+
+    watchdog: bool = True
+
+
+class Systemd(Plugin):
+    """Reports the bus's transitions to systemd over ``$NOTIFY_SOCKET``.
+
+    The watchdog thread pings at half of ``$WATCHDOG_USEC``, but only while
+    the bus is STARTED and no transition or graceful reload holds it: before
+    each ping it takes the bus's transition lock, waiting at most a quarter of
+    the interval. So a graceful listener or a stop that hangs in the main
+    thread stops the pings, and systemd kills and restarts the site. It proves
+    the bus can still carry out requests; it does not prove that the servers
+    answer HTTP requests (a wedged app thread goes unnoticed). Pings also stop
+    while the site restarts (re-exec), so ``WatchdogSec=`` must exceed a
+    restart. A notify error is logged, never raised: the site keeps serving.
+    ``environ`` is read instead of ``os.environ`` (for tests).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        options: SystemdOptions | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(bus)
+        self.options = options if options is not None else SystemdOptions()
+        self.environ = os.environ if environ is None else environ
+        self._pinger: threading.Thread | None = None
+        self._exiting = threading.Event()
+
+    def subscribe(self) -> None:
+        super().subscribe()
+        if ("graceful", self._reloaded) not in self._subscribed:
+            self.bus.subscribe("graceful", self._reloaded, priority=_LAST)
+            self._subscribed.append(("graceful", self._reloaded))
+
+    def _send(self, message: str) -> None:
+        try:
+            notify(message, self.environ)
+        except ProcessError as exc:
+            self.bus.log(str(exc), WARNING)
+
+    def state(self, state: State) -> None:
+        """Send each transition; READY=1 at STARTED, RELOADING=1 or STOPPING=1 at STOPPING."""
+        status = f"STATUS={state.value}" + (" (restarting)" if self.bus.restarting else "")
+        if state is State.STARTED:
+            self._send(f"READY=1\n{status}")
+            self._start_pinging()
+        elif state is State.STOPPING and self.bus.restarting:
+            self._send(f"RELOADING=1\nMONOTONIC_USEC={_monotonic_usec()}\n{status}")
+        elif state is State.STOPPING:
+            self._send(f"STOPPING=1\n{status}")
+        else:
+            self._send(status)
+
+    @priority(_FIRST)
+    def graceful(self) -> None:
+        """RELOADING=1 before every other graceful listener runs."""
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={_monotonic_usec()}\nSTATUS=reloading")
+
+    def _reloaded(self) -> None:
+        """READY=1 after every other graceful listener ran (failed ones too)."""
+        self._send(f"READY=1\nSTATUS={self.bus.state.value}")
+
+    def exit(self) -> None:
+        """Stop the watchdog thread."""
+        self._exiting.set()
+        pinger, self._pinger = self._pinger, None
+        if pinger is not None:
+            pinger.join(self.bus.thread_join_timeout)
+
+    def _start_pinging(self) -> None:
+        interval = watchdog_interval(self.environ) if self.options.watchdog else None
+        if interval is None or self._pinger is not None:
+            return
+        self._exiting.clear()
+        self._pinger = threading.Thread(
+            target=self._ping, args=(interval,), name="sitebus-systemd-watchdog", daemon=True
+        )
+        self._pinger.start()
+        self.bus.register_thread(self._pinger)
+
+    def _ping(self, interval: float) -> None:
+        while not self._exiting.wait(interval / 2):
+            if self._alive(interval / 4):
+                self._send("WATCHDOG=1")
+
+    def _alive(self, bound: float) -> bool:
+        """Whether the bus is STARTED and its transition lock is free within ``bound``."""
+        if self.bus.state is not State.STARTED:
+            return False
+        # The lock every transition and graceful reload holds in the main
+        # thread: taken and given back at once, it shows none of them hangs.
+        lock = self.bus._transition_lock
+        if not lock.acquire(timeout=bound):
+            return False
+        lock.release()
+        return self.bus.state is State.STARTED

@@ -1,0 +1,194 @@
+"""The systemd notify protocol and watchdog, received on a real datagram socket."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import WAIT, Child
+from sitebus.bus import Bus
+from sitebus.plugins.systemd import Systemd, notify
+from test_servers import get
+
+Spawn = Callable[..., Child]
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[socket.socket]:
+    """A Unix datagram socket bound in tmp_path, as systemd's notify socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()
+
+
+def receive(sock: socket.socket, timeout: float = WAIT) -> str:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(4096).decode()
+    except TimeoutError:
+        raise AssertionError(f"no notify message within {timeout} s") from None
+
+
+def next_not_watchdog(sock: socket.socket) -> str:
+    while (message := receive(sock)) == "WATCHDOG=1":
+        pass
+    return message
+
+
+def expect_reloading(message: str, status: str) -> None:
+    lines = message.split("\n")
+    assert lines[0] == "RELOADING=1", message
+    assert lines[1].startswith("MONOTONIC_USEC="), message
+    usec = int(lines[1].removeprefix("MONOTONIC_USEC="))
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert 0 < usec <= now, "CLOCK_MONOTONIC in microseconds, taken before now"
+    assert lines[2:] == [f"STATUS={status}"], message
+
+
+def serve(spawn: Spawn, tmp_path: Path, notify_socket: str) -> tuple[Child, str]:
+    where = str(tmp_path / "http.sock")
+    child = spawn(
+        ["-m", "sitebus", "serve", "hello_app:app", "--bind", f"unix:{where}"],
+        env={"NOTIFY_SOCKET": notify_socket},
+    )
+    return child, where
+
+
+def test_serve_reports_start_graceful_restart_and_stop_in_order(
+    spawn: Spawn, tmp_path: Path, receiver: socket.socket
+) -> None:
+    child, where = serve(spawn, tmp_path, str(tmp_path / "notify.sock"))
+    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+    status, body = get(where)  # READY=1 means the server already accepts
+    assert (status, body) == (200, f"hello {child.pid}".encode())
+
+    child.signal(signal.SIGUSR1)
+    expect_reloading(receive(receiver), "reloading")
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+
+    child.signal(signal.SIGHUP)
+    expect_reloading(receive(receiver), "stopping (restarting)")
+    assert receive(receiver) == "STATUS=stopped (restarting)"
+    assert receive(receiver) == "STATUS=exiting (restarting)"
+    assert receive(receiver) == "STATUS=starting", "the re-executed image, same environment"
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+    assert get(where) == (200, f"hello {child.pid}".encode()), "same PID after the re-exec"
+
+    child.signal(signal.SIGTERM)
+    assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
+    assert receive(receiver) == "STATUS=stopped"
+    assert receive(receiver) == "STATUS=exiting"
+    assert child.wait() == 0
+
+
+def test_abstract_notify_socket_receives_ready(spawn: Spawn, tmp_path: Path) -> None:
+    """NOTIFY_SOCKET=@name: the '@' stands for the leading NUL of an abstract address."""
+    name = f"sitebus-test-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        child, _ = serve(spawn, tmp_path, "@" + name)
+        assert receive(sock) == "STATUS=starting"
+        assert receive(sock) == "READY=1\nSTATUS=started"
+        child.signal(signal.SIGTERM)
+        assert receive(sock) == "STOPPING=1\nSTATUS=stopping"
+        assert child.wait() == 0
+
+
+def test_notify_without_notify_socket_sends_nothing() -> None:
+    assert notify("READY=1", {}) is False
+
+
+def test_watchdog_pings_at_half_the_interval(
+    spawn: Spawn, tmp_path: Path, receiver: socket.socket
+) -> None:
+    """WATCHDOG_USEC=200000: a ping every 0.1 s, counted loosely over a window."""
+    child = spawn(
+        ["-m", "sitebus", "serve", "hello_app:app", "--bind", f"unix:{tmp_path / 'h.sock'}"],
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"},
+    )
+    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+    start = time.monotonic()
+    pings = 0
+    while pings < 10:
+        assert receive(receiver) == "WATCHDOG=1"
+        pings += 1
+    elapsed = time.monotonic() - start
+    # Ten pings at 0.1 s take about a second; never faster than the interval allows.
+    assert elapsed > 0.5, f"{pings} pings in {elapsed:.2f} s: faster than every 0.1 s"
+    child.signal(signal.SIGTERM)
+    assert next_not_watchdog(receiver) == "STOPPING=1\nSTATUS=stopping"
+    assert child.wait() == 0
+
+
+def test_watchdog_pings_stop_while_the_bus_is_wedged_and_resume_after(
+    bus: Bus, tmp_path: Path, receiver: socket.socket
+) -> None:
+    """A graceful listener that hangs holds the bus: no ping until it returns."""
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    Systemd(bus, environ=environ).subscribe()
+    entered, release = threading.Event(), threading.Event()
+
+    def wedged() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    bus.subscribe("graceful", wedged)
+    bus.start()
+    try:
+        assert receive(receiver) == "STATUS=starting"
+        assert receive(receiver) == "READY=1\nSTATUS=started"
+        assert receive(receiver) == "WATCHDOG=1"
+        reload = threading.Thread(target=bus.graceful)
+        reload.start()
+        assert entered.wait(WAIT)
+        # At most one ping that had passed its check before the listener began.
+        message = next_not_watchdog(receiver)
+        assert message.startswith("RELOADING=1"), message
+        late = []
+        receiver.settimeout(1.0)  # ten intervals without a ping
+        with pytest.raises(TimeoutError):
+            for _ in range(3):
+                late.append(receiver.recv(4096).decode())
+        assert late in ([], ["WATCHDOG=1"]), "one ping may have passed its check just before"
+        release.set()
+        reload.join(WAIT)
+        assert next_not_watchdog(receiver) == "READY=1\nSTATUS=started"
+        assert receive(receiver) == "WATCHDOG=1", "pings resume once the bus is free"
+    finally:
+        release.set()
+        bus.exit()
+
+
+def test_run_reports_ready_once_its_servers_accept(
+    spawn: Spawn, tmp_path: Path, receiver: socket.socket
+) -> None:
+    """``sitebus run`` subscribes the plugin by itself when NOTIFY_SOCKET is set."""
+    where = tmp_path / "http.sock"
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f'[[server]]\nbind = "unix:{where}"\n\n[[app]]\nmount = "/"\nwsgi = "hello_app:app"\n'
+    )
+    child = spawn(
+        ["-m", "sitebus", "run", str(site)], env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    )
+    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+    assert get(str(where)) == (200, f"hello {child.pid}".encode())
+    child.signal(signal.SIGHUP)
+    expect_reloading(receive(receiver), "stopping (restarting)")
+    assert receive(receiver) == "STATUS=stopped (restarting)"
+    assert receive(receiver) == "STATUS=exiting (restarting)"
+    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver) == "READY=1\nSTATUS=started"
+    child.signal(signal.SIGTERM)
+    assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
+    assert child.wait() == 0
