@@ -14,6 +14,7 @@ import pytest
 from conftest import WAIT, Child
 from sitebus.bus import Bus
 from sitebus.plugins.systemd import Systemd, notify
+from sitebus.testing import running_site
 from test_servers import get
 
 Spawn = Callable[..., Child]
@@ -192,3 +193,18 @@ def test_run_reports_ready_once_its_servers_accept(
     child.signal(signal.SIGTERM)
     assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
     assert child.wait() == 0
+
+
+def test_a_site_started_by_the_test_kit_sends_nothing_under_notify_socket(
+    tmp_path: Path, receiver: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only ``sitebus run`` and ``serve`` speak for the process, not a site in a test suite."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    (tmp_path / "quiet_site_app.py").write_text(
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
+    )
+    with running_site({"app": [{"mount": "/", "wsgi": "quiet_site_app:app"}]}, directory=tmp_path):
+        pass
+    receiver.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        receiver.recv(4096)

@@ -18,7 +18,6 @@ anything else happens (see ``site.run``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -199,10 +198,6 @@ def _process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:
         from ..plugins.autoreload import Autoreload
 
         plugins.append(Autoreload(bus, config.autoreload))
-    if os.environ.get("NOTIFY_SOCKET"):
-        from ..plugins.systemd import Systemd
-
-        plugins.append(Systemd(bus))
     return plugins
 
 

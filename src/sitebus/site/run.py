@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .._startup import (
     Progress,
@@ -28,6 +29,9 @@ from ..errors import AppError, ImportStringError
 from ..servers._failed_app import unavailable_app
 from .assemble import Site, assemble, site_bus
 from .config import SiteConfig, check_imports, load
+
+if TYPE_CHECKING:
+    from ..plugins.systemd import Systemd
 
 __all__ = ["check", "configure", "run", "start_report"]
 
@@ -77,6 +81,7 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
     bus = site_bus(config)
     logs, held = command_log(bus, _level(config, log_level), config.log)
     site: Site | None = None
+    systemd: Systemd | None = None
     try:
         # Only the imports are watched: the timer's thread must be gone
         # before the start, where a daemon plugin forks.
@@ -93,10 +98,17 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         logs.unsubscribe()
         logs.subscribe()
         site.subscribe()
+        if os.environ.get("NOTIFY_SOCKET"):  # under systemd: here, not in tests' sites
+            from ..plugins.systemd import Systemd
+
+            systemd = Systemd(bus)
+            systemd.subscribe()
         return start_and_block(
             bus, held, over=lambda: None, started=functools.partial(_say_started, site)
         )
     finally:
+        if systemd is not None:
+            systemd.unsubscribe()
         if site is not None:
             site.unsubscribe()
         logs.unsubscribe()
