@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import WAIT, Child
-from sitebus.bus import Bus
-from sitebus.plugins.systemd import Systemd, notify
+from sitebus.bus import Bus, State
+from sitebus.errors import ProcessError, StartError
+from sitebus.plugins.systemd import Systemd, notify, watchdog_interval
 from sitebus.testing import running_site
 from test_servers import get
 
@@ -208,3 +210,52 @@ def test_a_site_started_by_the_test_kit_sends_nothing_under_notify_socket(
     receiver.setblocking(False)
     with pytest.raises(BlockingIOError):
         receiver.recv(4096)
+
+
+def test_an_unsupported_notify_address_is_a_process_error_quoting_it() -> None:
+    with pytest.raises(ProcessError, match=r"NOTIFY_SOCKET='vsock:2:1234' is not supported"):
+        notify("READY=1", {"NOTIFY_SOCKET": "vsock:2:1234"})
+
+
+def test_a_notify_socket_that_is_gone_is_logged_and_the_site_keeps_starting(
+    bus: Bus, tmp_path: Path
+) -> None:
+    logged: list[str] = []
+    bus.subscribe("log", lambda message, level, exc: logged.append(message))
+    Systemd(bus, environ={"NOTIFY_SOCKET": str(tmp_path / "missing.sock")}).subscribe()
+    with bus.running():
+        assert bus.state is State.STARTED
+    assert any("cannot notify systemd at NOTIFY_SOCKET=" in line for line in logged), logged
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [
+        ({"WATCHDOG_USEC": "200000"}, 0.2),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}, 0.2),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_watchdog_interval_is_for_this_pid_only(
+    environ: dict[str, str], seconds: float | None
+) -> None:
+    assert watchdog_interval(environ) == seconds
+
+
+def test_a_start_that_fails_sends_stopping_as_it_rolls_back(
+    bus: Bus, tmp_path: Path, receiver: socket.socket
+) -> None:
+    Systemd(bus, environ={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).subscribe()
+
+    def broken() -> None:
+        raise OSError("the database does not answer")
+
+    bus.subscribe("start", broken)
+    with pytest.raises(StartError):
+        bus.start()
+    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
+    assert receive(receiver) == "STATUS=stopped"
