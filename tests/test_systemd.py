@@ -31,12 +31,14 @@ def receiver(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
-def receive(sock: socket.socket, timeout: float = WAIT) -> str:
+def receive(sock: socket.socket, timeout: float = WAIT, child: Child | None = None) -> str:
+    """The next datagram; on timeout, fail with the child's output if there is one."""
     sock.settimeout(timeout)
     try:
         return sock.recv(4096).decode()
     except TimeoutError:
-        raise AssertionError(f"no notify message within {timeout} s") from None
+        output = f"\n{child.output()}" if child is not None else ""
+        raise AssertionError(f"no notify message within {timeout} s{output}") from None
 
 
 def next_not_watchdog(sock: socket.socket) -> str:
@@ -68,7 +70,7 @@ def test_serve_reports_start_graceful_restart_and_stop_in_order(
     spawn: Spawn, tmp_path: Path, receiver: socket.socket
 ) -> None:
     child, where = serve(spawn, tmp_path, str(tmp_path / "notify.sock"))
-    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver, child=child) == "STATUS=starting"
     assert receive(receiver) == "READY=1\nSTATUS=started"
     status, body = get(where)  # READY=1 means the server already accepts
     assert (status, body) == (200, f"hello {child.pid}".encode())
@@ -98,7 +100,7 @@ def test_abstract_notify_socket_receives_ready(spawn: Spawn, tmp_path: Path) -> 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind("\0" + name)
         child, _ = serve(spawn, tmp_path, "@" + name)
-        assert receive(sock) == "STATUS=starting"
+        assert receive(sock, child=child) == "STATUS=starting"
         assert receive(sock) == "READY=1\nSTATUS=started"
         child.signal(signal.SIGTERM)
         assert receive(sock) == "STOPPING=1\nSTATUS=stopping"
@@ -117,7 +119,7 @@ def test_watchdog_pings_at_half_the_interval(
         ["-m", "sitebus", "serve", "hello_app:app", "--bind", f"unix:{tmp_path / 'h.sock'}"],
         env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"},
     )
-    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver, child=child) == "STATUS=starting"
     assert receive(receiver) == "READY=1\nSTATUS=started"
     start = time.monotonic()
     pings = 0
@@ -183,7 +185,7 @@ def test_run_reports_ready_once_its_servers_accept(
     child = spawn(
         ["-m", "sitebus", "run", str(site)], env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     )
-    assert receive(receiver) == "STATUS=starting"
+    assert receive(receiver, child=child) == "STATUS=starting"
     assert receive(receiver) == "READY=1\nSTATUS=started"
     assert get(str(where)) == (200, f"hello {child.pid}".encode())
     child.signal(signal.SIGHUP)
