@@ -531,3 +531,25 @@ def test_block_joins_registered_threads_and_names_stuck_ones(
     finally:
         release.set()
         stuck.join(30)
+
+
+def test_responsive_is_false_while_a_transition_hangs() -> None:
+    """What a watchdog asks: a graceful listener that hangs holds the bus."""
+    bus = Bus(logger=None)
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging() -> None:
+        entered.set()
+        release.wait(30)
+
+    bus.subscribe("graceful", hanging)
+    bus.start()
+    assert bus.responsive(0.1)
+    reloading = threading.Thread(target=bus.graceful)
+    reloading.start()
+    assert entered.wait(30)
+    assert not bus.responsive(0.05)
+    release.set()
+    reloading.join(30)
+    assert bus.responsive(0.1)
+    bus.stop()

@@ -425,6 +425,17 @@ class Bus(MainThread):
         except ChannelFailures as failures:
             self.log(str(failures), ERROR)
 
+    def responsive(self, timeout: float) -> bool:
+        """Whether no transition (start, stop, graceful, exit) holds the bus past ``timeout`` s.
+
+        For a watchdog: the transitions run in the main thread under one lock,
+        so a lock taken and given back within the bound shows none of them hangs.
+        """
+        if not self._transition_lock.acquire(timeout=timeout):
+            return False
+        self._transition_lock.release()
+        return True
+
     @contextlib.contextmanager
     def running(self) -> Iterator[Bus]:
         """Start the bus for the ``with`` block and always stop it afterwards."""

@@ -185,13 +185,5 @@ class Systemd(Plugin):
                 self._send("WATCHDOG=1")
 
     def _alive(self, bound: float) -> bool:
-        """Whether the bus is STARTED and its transition lock is free within ``bound``."""
-        if self.bus.state is not State.STARTED:
-            return False
-        # The lock every transition and graceful reload holds in the main
-        # thread: taken and given back at once, it shows none of them hangs.
-        lock = self.bus._transition_lock
-        if not lock.acquire(timeout=bound):
-            return False
-        lock.release()
-        return self.bus.state is State.STARTED
+        """Whether the bus is STARTED and no transition or graceful reload hangs."""
+        return self.bus.state is State.STARTED and self.bus.responsive(bound)
