@@ -164,11 +164,11 @@ def test_the_collector_runs_again_once_the_app_and_engine_are_imported(spawn: Sp
 
 PAUSE = """
 import gc
-from sitebus.cli import _pause_collector, _resume_collector
-thresholds = _pause_collector()
+from sitebus._startup import pause_collector, resume_collector
+thresholds = pause_collector()
 paused = gc.get_threshold()[0]
 gc.set_threshold(1234)  # the app's own choice, made while its module ran
-_resume_collector(thresholds)
+resume_collector(thresholds)
 print(paused, gc.get_threshold()[0], gc.get_freeze_count())
 """
 

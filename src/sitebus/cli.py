@@ -36,12 +36,11 @@ from ._startup import (
     Progress,
     app_traceback,
     command_log,
-    failed_sources,
     log_app_failure,
+    pause_collector,
+    resume_collector,
     start_and_block,
 )
-from ._startup import pause_collector as _pause_collector
-from ._startup import resume_collector as _resume_collector
 from ._stderr_log import HeldStderr
 from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
@@ -50,7 +49,7 @@ from .servers import Sockets, SocketsOptions
 from .servers._failed_app import FailedStartupServes500, unavailable_app
 from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
-__all__ = ["app_traceback", "failed_sources", "load_app", "main"]
+__all__ = ["load_app", "main"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -332,7 +331,7 @@ class _Progress:
 
 
 def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:
-    thresholds = _pause_collector()
+    thresholds = pause_collector()
     failed: AppError | None = None
     try:
         try:
@@ -348,7 +347,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         progress.engine = args.engine or ("uvicorn" if is_asgi(app) else "cheroot")
         engine = load_engine(progress.engine)
     finally:
-        _resume_collector(thresholds)
+        resume_collector(thresholds)
     if args.threads is not None and not engine.pools_threads:
         raise ConfigError(
             f"--threads does not apply to the {engine.engine} engine, "

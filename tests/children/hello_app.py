@@ -81,5 +81,5 @@ async def slow_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await receive()
         _report("lifespan startup")
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the slow start under test; the test interrupts it
     await asgi(scope, receive, send)
