@@ -333,14 +333,18 @@ def test_a_failed_start_is_published_on_start_failed_before_the_rollback() -> No
     """Code that must know of a failed start subscribes to an event, never parses the log."""
     bus = Bus(logger=None)
     seen: list[tuple[str, str, str]] = []
-    bus.subscribe("start", lambda: (_ for _ in ()).throw(OSError("port in use")), priority=60)
+
+    def bind() -> None:
+        raise OSError("port in use")
+
+    bus.subscribe("start", bind, priority=60)
     bus.subscribe(
         "start_failed", lambda name, exc: seen.append(("failed", name.rsplit(".", 1)[-1], str(exc)))
     )
     bus.subscribe("stop", lambda: seen.append(("stop", "", "")))
     with pytest.raises(StartError):
         bus.start()
-    assert seen == [("failed", "<lambda>", "port in use"), ("stop", "", "")]
+    assert seen == [("failed", "bind", "port in use"), ("stop", "", "")]
 
 
 def test_exit_turns_failed_teardown_into_status_one(bus: Bus) -> None:

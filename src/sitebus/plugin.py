@@ -86,12 +86,9 @@ class Plugin:
         Not set in ``__init__``: a subclass written the CherryPy way, setting
         ``self.bus = bus`` without calling ``super().__init__()``, must work.
         """
-        try:
-            return self.__dict__["_sitebus_subscribed"]  # type: ignore[no-any-return]  # set below
-        except KeyError:
-            subscribed: list[tuple[str, Callable[..., Any]]] = []
-            self.__dict__["_sitebus_subscribed"] = subscribed
-            return subscribed
+        subscribed: list[tuple[str, Callable[..., Any]]]
+        subscribed = self.__dict__.setdefault("_sitebus_subscribed", [])
+        return subscribed
 
     def subscribe(self) -> None:
         """Subscribe every listener method of this plugin to its channel."""
