@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -283,11 +285,18 @@ def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(tmp_path: Path)
 
 def test_a_privileged_port_without_root_is_one_line(spawn: Spawn) -> None:
     """A child running as nobody cannot bind port 81: it says so in one line."""
-    child = spawn(
-        [str(RUN_SITES / "run_as_nobody.py"), str(RUN_SITES / "privileged.toml")],
-        cwd=TESTS / "children",
-    )
-    assert child.wait() == 1, child.output()
+    # The site file goes where nobody can read it, wherever the checkout sits
+    # (a private directory, as a user's home or CI's may be).
+    readable = Path(tempfile.mkdtemp(prefix="sitebus-nobody-"))
+    try:
+        readable.chmod(0o755)
+        site = readable / "privileged.toml"
+        shutil.copyfile(RUN_SITES / "privileged.toml", site)
+        site.chmod(0o644)
+        child = spawn([str(RUN_SITES / "run_as_nobody.py"), str(site)], cwd=TESTS / "children")
+        assert child.wait() == 1, child.output()
+    finally:
+        shutil.rmtree(readable)
     assert child.stderr() == (
         'sitebus: error: Cannot bind "127.0.0.1:81": permission denied '
         "(a port below 1024 needs root or CAP_NET_BIND_SERVICE)\n"
