@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WAIT, Child
+from conftest import CHILDREN, WAIT, Child
 from sitebus.bus import Bus, State
 from sitebus.errors import ProcessError, StartError
-from sitebus.plugins.systemd import Systemd, notify, watchdog_interval
+from sitebus.plugins.pidfile import read_running_pid
+from sitebus.plugins.systemd import Systemd, SystemdOptions, notify, watchdog_interval
 from sitebus.testing import running_site
 from test_servers import get
 
@@ -261,3 +265,130 @@ def test_a_start_that_fails_sends_stopping_as_it_rolls_back(
     assert receive(receiver) == "STATUS=starting"
     assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
     assert receive(receiver) == "STATUS=stopped"
+
+
+def extensions_until(sock: socket.socket, final: str) -> list[str]:
+    """The EXTEND_TIMEOUT_USEC datagrams received before ``final``."""
+    extensions = []
+    while (message := receive(sock)) != final:
+        assert message.startswith("EXTEND_TIMEOUT_USEC="), message
+        extensions.append(message)
+    return extensions
+
+
+def test_a_slow_start_listener_asks_for_more_time_until_ready(
+    tmp_path: Path, receiver: socket.socket
+) -> None:
+    bus = Bus(listener_timeout=WAIT)
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    Systemd(bus, SystemdOptions(extend_every=0.05), environ=environ).subscribe()
+    slow_done = threading.Event()
+
+    def slow() -> None:
+        slow_done.wait(0.5)  # a legitimately slow start: half a second, ten intervals
+
+    bus.subscribe("start", slow)
+    bus.start()
+    try:
+        assert receive(receiver) == "STATUS=starting"
+        extensions = extensions_until(receiver, "READY=1\nSTATUS=started")
+        assert extensions, "a start ten intervals long asks for more time"
+        usec, status = extensions[0].split("\n")
+        assert usec == "EXTEND_TIMEOUT_USEC=150000", "three intervals"
+        assert status.startswith("STATUS=starting: ") and "slow on 'start'" in status, status
+    finally:
+        bus.exit()
+
+
+def test_a_wedged_start_listener_stops_asking_once_past_listener_timeout(
+    tmp_path: Path, receiver: socket.socket
+) -> None:
+    """systemd's own TimeoutStartSec= then ends it: no extension after the bound."""
+    bus = Bus(listener_timeout=0.3)
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    Systemd(bus, SystemdOptions(extend_every=0.05), environ=environ).subscribe()
+    began, release = threading.Event(), threading.Event()
+
+    def wedged() -> None:
+        began.set()
+        release.wait(WAIT)
+
+    bus.subscribe("start", wedged)
+    starting = threading.Thread(target=bus.start)
+    starting.start()
+    try:
+        assert began.wait(WAIT)
+        assert receive(receiver) == "STATUS=starting"
+        assert receive(receiver).startswith("EXTEND_TIMEOUT_USEC="), "slow, within the bound"
+        # Well past the bound (0.3 s), drain what was sent before it...
+        running = bus.running_listener()
+        while running is not None and running[2] < 1.5:
+            time.sleep(0.05)
+            running = bus.running_listener()
+        receiver.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                receiver.recv(4096)
+        # ...then ten intervals more bring no extension.
+        receiver.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            message = receiver.recv(4096).decode()
+            raise AssertionError(f"sent past the bound: {message!r}")
+    finally:
+        release.set()
+        starting.join(WAIT)
+        bus.exit()
+
+
+def test_running_listener_names_the_start_listener_and_nothing_between(bus: Bus) -> None:
+    seen = []
+
+    def opening_database() -> None:
+        seen.append(bus.running_listener())
+
+    bus.subscribe("start", opening_database)
+    assert bus.running_listener() is None
+    with bus.running():
+        assert bus.running_listener() is None
+    (running,) = seen
+    assert running is not None
+    channel, name, seconds = running
+    assert (channel, seconds >= 0) == ("start", True)
+    assert name.endswith("opening_database"), name
+
+
+def test_a_daemonized_serve_reports_its_main_pid_before_ready(
+    tmp_path: Path, receiver: socket.socket
+) -> None:
+    """``MAINPID=`` from the daemon, so systemd follows it when the launcher exits."""
+    pidfile = tmp_path / "site.pid"
+    launcher = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "sitebus", "serve", "hello_app:app"),
+            *("--bind", f"unix:{tmp_path / 'h.sock'}", "--daemonize", "--pidfile", str(pidfile)),
+        ],
+        cwd=CHILDREN,
+        env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+    )
+    try:
+        assert receive(receiver) == "STATUS=starting"
+        mainpid = receive(receiver)
+        assert receive(receiver) == "READY=1\nSTATUS=started"
+        assert launcher.wait(WAIT) == 0
+        daemon = read_running_pid(pidfile)
+        assert daemon is not None and daemon != launcher.pid
+        assert mainpid == f"MAINPID={daemon}"
+        os.kill(daemon, signal.SIGTERM)
+        assert receive(receiver) == "STOPPING=1\nSTATUS=stopping"
+    finally:
+        launcher.kill()
+        launcher.wait(WAIT)
+        daemon = read_running_pid(pidfile)
+        if daemon is not None:
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_watchdog_interval_accepts_the_pid_a_daemon_took_over_from() -> None:
+    environ = {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "4242"}
+    assert watchdog_interval(environ) is None
+    assert watchdog_interval(environ, replaced_pid=4242) == 0.2

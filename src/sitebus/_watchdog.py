@@ -53,10 +53,12 @@ class Watch:
 
     The teardown's thread calls ``begin()``, sets ``current`` before each
     listener (``(channel, callback, time.perf_counter())``, or None between
-    them) and calls ``end()``. ``overrun(channel, callback, seconds)`` is
-    called from the watchdog thread for a listener past ``listener_timeout``;
-    a teardown begun with a ``deadline`` (``perf_counter`` seconds) may last
-    until then, after which the process ends.
+    them) and calls ``end()``; a start sets ``current`` too, without
+    ``begin()``: the watchdog ignores it, ``Bus.running_listener`` reports
+    it. ``overrun(channel, callback, seconds)`` is called from the watchdog
+    thread for a listener past ``listener_timeout``; a teardown begun with a
+    ``deadline`` (``perf_counter`` seconds) may last until then, after which
+    the process ends.
     """
 
     __slots__ = ("__weakref__", "active", "current", "deadline", "overrun", "reported", "timeout")

@@ -298,8 +298,13 @@ class Bus(MainThread):
             self._set_state(State.STARTING)
             self.log("Bus starting")
             try:
+                # The watch is not begun: start listeners are not bounded, but
+                # running_listener() names the one that runs.
                 records = call_each(
-                    "start", self._callbacks.get("start", ()), stop_at_first_error=True
+                    "start",
+                    self._callbacks.get("start", ()),
+                    stop_at_first_error=True,
+                    watch=self._watch,
                 )
             except BaseException:  # Ctrl-C or SystemExit mid-start: tear down, then let it go
                 self._stop_locked()
@@ -435,6 +440,19 @@ class Bus(MainThread):
             return False
         self._transition_lock.release()
         return True
+
+    def running_listener(self) -> tuple[str, str, float] | None:
+        """The start, stop or exit listener running now: channel, name, seconds so far.
+
+        None between listeners and outside those transitions. For a supervisor
+        that must tell a slow start from a wedged one (systemd's
+        ``EXTEND_TIMEOUT_USEC``), read from any thread.
+        """
+        current = self._watch.current
+        if current is None:
+            return None
+        channel, callback, began = current
+        return channel, listener_name(callback), perf_counter() - began
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Bus]:

@@ -12,6 +12,10 @@ report is one datagram of ``KEY=value`` lines. This module sends, for a
   graceful reload; then ``READY=1`` again once it is done;
 - ``STOPPING=1`` when the bus begins to stop for an exit;
 - ``STATUS=`` with the bus state on each transition;
+- ``EXTEND_TIMEOUT_USEC=`` while a start or stop listener runs long but
+  within the bus's ``listener_timeout``;
+- ``MAINPID=`` when the daemon plugin forked the process that now runs the
+  site;
 - ``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` while the bus is alive (see
   ``Systemd``).
 
@@ -28,10 +32,10 @@ from collections.abc import Mapping
 from logging import WARNING
 from typing import TYPE_CHECKING
 
-from .._options import Options
+from .._options import MAX_SECONDS, Options, check_range
 from ..bus import State
 from ..errors import ProcessError
-from ..plugin import Plugin, priority
+from ..plugin import Plugin, StartOrder, priority
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -74,18 +78,22 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+def watchdog_interval(
+    environ: Mapping[str, str] | None = None, *, replaced_pid: int | None = None
+) -> float | None:
     """The watchdog timeout in seconds that systemd asks this process for; else None.
 
     None when ``$WATCHDOG_USEC`` is unset, not a positive integer, or when
-    ``$WATCHDOG_PID`` names another process (as ``sd_watchdog_enabled`` does).
+    ``$WATCHDOG_PID`` names another process (as ``sd_watchdog_enabled`` does)
+    than this one or ``replaced_pid``, the main process this one took over
+    from with ``MAINPID=``.
     """
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     if not usec.isdigit() or int(usec) == 0:
         return None
     pid = env.get("WATCHDOG_PID", "")
-    if pid and pid != str(os.getpid()):
+    if pid and pid not in (str(os.getpid()), str(replaced_pid)):
         return None
     return int(usec) / 1_000_000
 
@@ -95,9 +103,20 @@ def _monotonic_usec() -> int:
 
 
 class SystemdOptions(Options):
-    """``watchdog``: ping ``WATCHDOG=1`` when ``$WATCHDOG_USEC`` asks for it."""
+    """What to send besides the state.
+
+    ``watchdog``: ping ``WATCHDOG=1`` when ``$WATCHDOG_USEC`` asks for it.
+    ``extend_every``: while one start or stop listener has been running this
+    many seconds and is still within the bus's ``listener_timeout``, ask
+    systemd for more time (``EXTEND_TIMEOUT_USEC=``, three times this much),
+    and again every ``extend_every`` seconds; 0 turns it off.
+    """
 
     watchdog: bool = True
+    extend_every: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_range(self, "extend_every", 0, MAX_SECONDS, "seconds from 0 to 1e8")
 
 
 class Systemd(Plugin):
@@ -126,6 +145,10 @@ class Systemd(Plugin):
         self.environ = os.environ if environ is None else environ
         self._pinger: threading.Thread | None = None
         self._exiting = threading.Event()
+        self._extender: threading.Thread | None = None
+        self._transition_over = threading.Event()
+        self._pid = os.getpid()
+        self._replaced_pid: int | None = None
 
     def subscribe(self) -> None:
         super().subscribe()
@@ -139,9 +162,28 @@ class Systemd(Plugin):
         except ProcessError as exc:
             self.bus.log(str(exc), WARNING)
 
+    @priority(StartOrder.DAEMON + 1)
+    def start(self) -> None:
+        """Report a daemon's new PID, then ask for more time while a start listener runs long.
+
+        Right after the daemon plugin's fork, so that systemd knows the new
+        main process before the launching one exits; the thread that asks for
+        more time starts only now because the daemon refuses to fork while
+        threads run.
+        """
+        pid = os.getpid()
+        if pid != self._pid:
+            self._send(f"MAINPID={pid}")
+            self._replaced_pid, self._pid = self._pid, pid
+        self._begin_extending()
+
     def state(self, state: State) -> None:
         """Send each transition; READY=1 at STARTED, RELOADING=1 or STOPPING=1 at STOPPING."""
         status = f"STATUS={state.value}" + (" (restarting)" if self.bus.restarting else "")
+        if state is State.STOPPING:
+            self._begin_extending()
+        elif state is not State.STARTING:
+            self._end_extending()  # before READY=1: no extension may follow it
         if state is State.STARTED:
             self._send(f"READY=1\n{status}")
             self._start_pinging()
@@ -163,13 +205,54 @@ class Systemd(Plugin):
 
     def exit(self) -> None:
         """Stop the watchdog thread."""
+        self._end_extending()
         self._exiting.set()
         pinger, self._pinger = self._pinger, None
         if pinger is not None:
             pinger.join(self.bus.thread_join_timeout)
 
+    def _begin_extending(self) -> None:
+        every = self.options.extend_every
+        if not every or self.bus.listener_timeout is None or self._extender is not None:
+            return  # without a bound, a wedged listener would be extended for ever
+        self._transition_over.clear()
+        self._extender = threading.Thread(
+            target=self._extend, args=(every,), name="sitebus-systemd-extend", daemon=True
+        )
+        self._extender.start()
+
+    def _end_extending(self) -> None:
+        self._transition_over.set()
+        extender, self._extender = self._extender, None
+        if extender is not None:
+            extender.join(self.bus.thread_join_timeout)
+
+    def _extend(self, every: float) -> None:
+        """Ask for more time while the running listener is slow but not past its bound.
+
+        systemd's own timeout (``TimeoutStartSec=``, ``TimeoutStopSec=``) still
+        ends a listener that runs past ``listener_timeout``: the requests stop.
+        """
+        bound = self.bus.listener_timeout
+        assert bound is not None
+        extension = round(every * 3 * 1_000_000)
+        while not self._transition_over.wait(every):
+            running = self.bus.running_listener()
+            if running is None:
+                continue
+            channel, name, seconds = running
+            if every <= seconds < bound:
+                self._send(
+                    f"EXTEND_TIMEOUT_USEC={extension}\n"
+                    f"STATUS={self.bus.state.value}: {name} on {channel!r} for {seconds:.0f} s"
+                )
+
     def _start_pinging(self) -> None:
-        interval = watchdog_interval(self.environ) if self.options.watchdog else None
+        interval = (
+            watchdog_interval(self.environ, replaced_pid=self._replaced_pid)
+            if self.options.watchdog
+            else None
+        )
         if interval is None or self._pinger is not None:
             return
         self._exiting.clear()
