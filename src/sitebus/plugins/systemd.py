@@ -25,6 +25,7 @@ Without ``$NOTIFY_SOCKET`` nothing is sent.
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 import threading
@@ -75,7 +76,10 @@ def notify(
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             if fds:
-                socket.send_fds(sock, [message.encode()], list(fds), 0, target)
+                # Not socket.send_fds: it drops the address (CPython 3.11 and 3.12).
+                rights = array.array("i", fds).tobytes()
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
+                sock.sendmsg([message.encode()], ancillary, 0, target)
             else:
                 sock.sendto(message.encode(), target)
     except OSError as exc:
