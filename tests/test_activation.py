@@ -665,3 +665,16 @@ def test_the_fd_store_carries_the_sockets_across_a_restart_without_a_failed_requ
         still_queues(stored)
     finally:
         manager.close()
+
+
+def test_passed_sockets_alone_mean_systemd_started_the_process(
+    pass_to_self: Callable[..., list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sitebus run`` and ``serve`` subscribe the Systemd plugin on LISTEN_FDS too."""
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    with listening_socket() as sock:
+        pass_to_self([sock])
+        assert _activation.under_systemd()
+        assert _activation.under_systemd(), "read once, still known"
+        for passed in _activation.take_unclaimed():
+            os.close(passed.fd)
