@@ -393,6 +393,25 @@ def test_a_bound_listener_kept_by_a_listening_listener_is_not_held_off(bus: Bus)
         kept[0].close()
 
 
+def test_an_address_written_anew_adopts_its_stored_socket_instead_of_failing(
+    bus: Bus, pass_to_self: Callable[..., list[int]]
+) -> None:
+    """Stored as ``localhost:P``, now written ``127.0.0.1:P``: the stored socket holds it."""
+    with listening_socket() as sock:
+        port = port_of(sock)
+        fds = pass_to_self([sock], [store_name(f"localhost:{port}")])
+        forgotten: list[str] = []
+        bus.subscribe("stale_listener", forgotten.append)
+        sockets = Sockets(bus, SocketsOptions(binds=(f"127.0.0.1:{port}",)))
+        sockets.subscribe()
+        bus.start()
+        assert sockets.listeners[0].socket.fileno() == fds[0]
+        assert sockets.listeners[0].origin == "stored"
+        assert forgotten == []
+        bus.stop()
+        still_queues(sock)
+
+
 def test_a_malformed_pool_fails_the_start_with_its_line(
     bus: Bus, pass_to_self: Callable[..., list[int]]
 ) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "Passed",
     "check_name",
     "claim",
+    "claim_where",
     "is_stored_name",
     "passed",
     "read",
@@ -210,6 +211,11 @@ def claim(spec: str, fd: int | None, server_name: str) -> Passed | None:
     if found is None:
         found = _first(pool, lambda entry: entry.default_named)
     return found
+
+
+def claim_where(wanted: Callable[[Passed], bool]) -> Passed | None:
+    """The first unclaimed socket from the FD store for which ``wanted`` is true, claimed."""
+    return _first(passed(), lambda entry: entry.stored and wanted(entry))
 
 
 def _first(pool: list[Passed], wanted: Callable[[Passed], bool]) -> Passed | None:

@@ -149,7 +149,7 @@ class Sockets(Plugin):
                     fd, origin = found
                     listener = adopt(address, fd, origin=origin)
                 else:
-                    listener = self._activated(address) or bind(address, self.options)
+                    listener = self._activated(address) or self._bind(address)
                 self.listeners.append(listener)
                 if listener.origin == BOUND:
                     self._offer(listener)
@@ -170,6 +170,31 @@ class Sockets(Plugin):
         self.bus.log(
             f'Adopted {listener.url} for "{address}" {how} '
             f"(descriptor {passed.fd}, named {passed.name!r})"
+        )
+        return listener
+
+    def _bind(self, address: Address) -> Listener:
+        """Bind ``address``; if it is in use by a socket from the FD store, adopt that one.
+
+        A stored socket is found by its name, made from the address as the
+        site file wrote it. Written another way (``localhost:8080`` for
+        ``127.0.0.1:8080``), the name no longer matches, the stored socket
+        still holds the address, and binding it fails at every start.
+        """
+        try:
+            return bind(address, self.options)
+        except BindError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE):
+                raise
+            wanted = _bound_address(address)
+            passed = _activation.claim_where(lambda entry: _sockname(entry.fd) == wanted)
+            if passed is None:
+                raise
+        listener = adopt(address, passed.fd, origin=STORED)
+        self.bus.log(
+            f'Adopted {listener.url} for "{address}" from the FD store, where it was stored '
+            f"as {passed.name!r} (descriptor {passed.fd})"
         )
         return listener
 
@@ -266,6 +291,35 @@ def _claim(handed: list[tuple[str, int, str]], spec: str) -> tuple[int, str] | N
             del handed[index]
             return fd, origin
     return None
+
+
+def _sockname(fd: int) -> object:
+    """The local address descriptor ``fd`` is bound to; None if it is not a socket."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
+def _bound_address(address: Address) -> object:
+    """What ``getsockname()`` answers for a socket bound to ``address``, where it can be known."""
+    if address.kind == "unix":
+        return address.path
+    if address.kind != "tcp" or address.port == 0:
+        return None  # any free port: never the same socket as a stored one
+    try:
+        infos = socket.getaddrinfo(
+            address.host or None, address.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except OSError:
+        return None
+    return infos[0][4]
 
 
 def bind(address: Address, options: SocketsOptions) -> Listener:
