@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Mapping, MutableMapping
 
 from ..errors import BindError
+from ._address import Address
 
 __all__ = [
     "FIRST_FD",
     "Passed",
     "check_name",
     "claim",
-    "claim_where",
+    "claim_stored_at",
     "is_stored_name",
     "passed",
     "read",
@@ -213,9 +215,45 @@ def claim(spec: str, fd: int | None, server_name: str) -> Passed | None:
     return found
 
 
-def claim_where(wanted: Callable[[Passed], bool]) -> Passed | None:
-    """The first unclaimed socket from the FD store for which ``wanted`` is true, claimed."""
-    return _first(passed(), lambda entry: entry.stored and wanted(entry))
+def claim_stored_at(address: Address) -> Passed | None:
+    """The unclaimed socket from the FD store already bound to ``address``, claimed.
+
+    For an address written anew (``localhost:8080`` for ``127.0.0.1:8080``):
+    its stored socket has another name, and holds the address.
+    """
+    wanted = _bound_address(address)
+    if wanted is None:
+        return None
+    return _first(passed(), lambda entry: entry.stored and _sockname(entry.fd) == wanted)
+
+
+def _sockname(fd: int) -> object:
+    """The local address descriptor ``fd`` is bound to; None if it is not a socket."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
+def _bound_address(address: Address) -> object:
+    """What ``getsockname()`` answers for a socket bound to ``address``, where it can be known."""
+    if address.kind == "unix":
+        return address.path
+    if address.kind != "tcp" or address.port == 0:
+        return None  # any free port: never the same socket as a stored one
+    try:
+        infos = socket.getaddrinfo(
+            address.host or None, address.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except OSError:
+        return None
+    return infos[0][4]
 
 
 def _first(pool: list[Passed], wanted: Callable[[Passed], bool]) -> Passed | None:

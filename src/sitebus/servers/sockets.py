@@ -187,8 +187,7 @@ class Sockets(Plugin):
             cause = exc.__cause__
             if not (isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE):
                 raise
-            wanted = _bound_address(address)
-            passed = _activation.claim_where(lambda entry: _sockname(entry.fd) == wanted)
+            passed = _activation.claim_stored_at(address)
             if passed is None:
                 raise
         listener = adopt(address, passed.fd, origin=STORED)
@@ -291,35 +290,6 @@ def _claim(handed: list[tuple[str, int, str]], spec: str) -> tuple[int, str] | N
             del handed[index]
             return fd, origin
     return None
-
-
-def _sockname(fd: int) -> object:
-    """The local address descriptor ``fd`` is bound to; None if it is not a socket."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        return sock.getsockname()
-    except OSError:
-        return None
-    finally:
-        sock.detach()
-
-
-def _bound_address(address: Address) -> object:
-    """What ``getsockname()`` answers for a socket bound to ``address``, where it can be known."""
-    if address.kind == "unix":
-        return address.path
-    if address.kind != "tcp" or address.port == 0:
-        return None  # any free port: never the same socket as a stored one
-    try:
-        infos = socket.getaddrinfo(
-            address.host or None, address.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
-        )
-    except OSError:
-        return None
-    return infos[0][4]
 
 
 def bind(address: Address, options: SocketsOptions) -> Listener:
