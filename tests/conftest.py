@@ -77,6 +77,7 @@ class Child:
         *,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         read_fd, write_fd = os.pipe()
         # A second pipe lets the test hold the child at a point of its choosing
@@ -96,7 +97,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                pass_fds=(write_fd, hold_read),
+                pass_fds=(write_fd, hold_read, *pass_fds),
                 cwd=cwd,
                 env=child_env,
             )

@@ -154,7 +154,7 @@ def test_a_misspelt_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + '[[server]]\nbind = "127.0.0.1:1"\n[[server]]\nbnid = "x"\n')
     assert error_of(path) == (
         f'{path}: server[1].bnid: unknown key; did you mean "bind"? (expected one of: '
-        "bind, engine, threads, backlog, certfile, keyfile, unix_mode)"
+        "bind, name, engine, threads, backlog, certfile, keyfile, unix_mode)"
     )
 
 

@@ -392,3 +392,51 @@ def test_watchdog_interval_accepts_the_pid_a_daemon_took_over_from() -> None:
     environ = {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "4242"}
     assert watchdog_interval(environ) is None
     assert watchdog_interval(environ, replaced_pid=4242) == 0.2
+
+
+def test_notify_sends_descriptors_with_the_message(tmp_path: Path, receiver: socket.socket) -> None:
+    """FDSTORE=1 carries its descriptor as SCM_RIGHTS, as sd_pid_notify_with_fds does."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        assert notify("FDSTORE=1\nFDNAME=web", environ, fds=[listener.fileno()])
+        receiver.settimeout(WAIT)
+        data, fds, _, _ = socket.recv_fds(receiver, 4096, 4)
+        assert data == b"FDSTORE=1\nFDNAME=web" and len(fds) == 1
+        with socket.socket(fileno=fds[0]) as received:
+            assert received.getsockname() == listener.getsockname()
+
+
+@pytest.mark.parametrize(
+    ("fdstore", "offered"), [("4", True), ("0", False), ("", False), ("many", False)]
+)
+def test_the_fd_store_is_used_only_where_systemd_offers_one(
+    bus: Bus, tmp_path: Path, receiver: socket.socket, fdstore: str, offered: bool
+) -> None:
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "FDSTORE": fdstore}
+    plugin = Systemd(bus, environ=environ)
+    plugin.subscribe()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert bus.publish("listening", "sitebus-bind=x", listener) == [offered]
+        bus.publish("stale_listener", "sitebus-bind=y")
+    receiver.setblocking(False)
+    if offered:
+        data, fds, _, _ = socket.recv_fds(receiver, 4096, 4)
+        assert data == b"FDSTORE=1\nFDNAME=sitebus-bind=x"
+        for fd in fds:
+            os.close(fd)
+        assert receiver.recv(4096) == b"FDSTOREREMOVE=1\nFDNAME=sitebus-bind=y"
+    with pytest.raises(BlockingIOError):
+        receiver.recv(4096)
+    plugin.unsubscribe()
+
+
+def test_a_socket_the_fd_store_refuses_is_logged_and_not_counted_as_kept(
+    bus: Bus, tmp_path: Path
+) -> None:
+    logged: list[str] = []
+    bus.subscribe("log", lambda message, level, exc: logged.append(message))
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "missing.sock"), "FDSTORE": "4"}
+    Systemd(bus, environ=environ).subscribe()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert bus.publish("listening", "sitebus-bind=x", listener) == [False]
+    assert logged[0].startswith("Not kept in the FD store: sitebus-bind=x: cannot notify"), logged

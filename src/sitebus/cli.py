@@ -46,6 +46,7 @@ from .bus import Bus
 from .errors import AppError, ConfigError, ImportStringError, SitebusError, StartError
 from .plugins.signals import Signals
 from .servers import Sockets, SocketsOptions
+from .servers._activation import under_systemd
 from .servers._failed_app import FailedStartupServes500, unavailable_app
 from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
@@ -376,7 +377,7 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         watch = [] if failed is None else log_app_failure(bus, failed)
         Autoreload(bus, AutoreloadOptions(paths=tuple(watch))).subscribe()
     control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
-    if os.environ.get("NOTIFY_SOCKET"):
+    if under_systemd():
         from .plugins.systemd import Systemd
 
         Systemd(bus).subscribe()

@@ -17,18 +17,24 @@ report is one datagram of ``KEY=value`` lines. This module sends, for a
 - ``MAINPID=`` when the daemon plugin forked the process that now runs the
   site;
 - ``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` while the bus is alive (see
-  ``Systemd``).
+  ``Systemd``);
+- ``FDSTORE=1`` with ``FDNAME=`` and the descriptor itself (SCM_RIGHTS) for
+  each listening socket the site bound itself, when systemd offers an FD
+  store (``$FDSTORE``), so that ``systemctl restart`` hands the sockets to
+  the next process; ``FDSTOREREMOVE=1`` for one stored by an earlier run that
+  no bind claims any more.
 
 Without ``$NOTIFY_SOCKET`` nothing is sent.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from logging import WARNING
 from typing import TYPE_CHECKING
 
@@ -40,7 +46,7 @@ from ..plugin import Plugin, StartOrder, priority
 if TYPE_CHECKING:
     from ..bus import Bus
 
-__all__ = ["Systemd", "SystemdOptions", "notify", "watchdog_interval"]
+__all__ = ["Systemd", "SystemdOptions", "fd_store_offered", "notify", "watchdog_interval"]
 
 # Graceful listeners run in priority order: RELOADING=1 before all of them,
 # READY=1 after all of them.
@@ -48,10 +54,13 @@ _FIRST = 0
 _LAST = 100
 
 
-def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
+def notify(
+    message: str, environ: Mapping[str, str] | None = None, *, fds: Sequence[int] = ()
+) -> bool:
     """Send ``message`` (``KEY=value`` lines) to ``$NOTIFY_SOCKET``; False when unset.
 
-    A value starting with ``@`` names an abstract socket. Raises
+    ``fds`` travel with it as SCM_RIGHTS (``FDSTORE=1``). A value starting
+    with ``@`` names an abstract socket. Raises
     ``ProcessError`` when the address is not a path or ``@name``, or when the
     datagram cannot be sent.
     """
@@ -70,7 +79,13 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
         )
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message.encode(), target)
+            if fds:
+                # Not socket.send_fds: it drops the address (CPython 3.11 and 3.12).
+                rights = array.array("i", fds).tobytes()
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
+                sock.sendmsg([message.encode()], ancillary, 0, target)
+            else:
+                sock.sendto(message.encode(), target)
     except OSError as exc:
         raise ProcessError(
             f"cannot notify systemd at NOTIFY_SOCKET={address!r}: {exc.strerror or exc}"
@@ -96,6 +111,17 @@ def watchdog_interval(
     if pid and pid not in (str(os.getpid()), str(replaced_pid)):
         return None
     return int(usec) / 1_000_000
+
+
+def fd_store_offered(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether systemd keeps descriptors for this service: ``$FDSTORE`` above 0.
+
+    systemd 254 and later set it to ``FileDescriptorStoreMax=``; older ones
+    do not, and a site under them does not store its sockets.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("FDSTORE", "")
+    return value.isascii() and value.isdigit() and int(value) > 0 and bool(env.get("NOTIFY_SOCKET"))
 
 
 def _monotonic_usec() -> int:
@@ -132,7 +158,13 @@ class Systemd(Plugin):
     while the site restarts (re-exec), so ``WatchdogSec=`` must exceed a
     restart. A notify error is logged, never raised: the site keeps serving.
     ``environ`` is read instead of ``os.environ`` (for tests).
+
+    It also keeps the site's listening sockets in systemd's FD store: the
+    ``Sockets`` plugins publish each socket they bind on ``listening``, and
+    an unclaimed one stored by an earlier run on ``stale_listener``.
     """
+
+    channels = ("listening", "stale_listener")
 
     def __init__(
         self,
@@ -198,6 +230,27 @@ class Systemd(Plugin):
     def graceful(self) -> None:
         """RELOADING=1 before every other graceful listener runs."""
         self._send(f"RELOADING=1\nMONOTONIC_USEC={_monotonic_usec()}\nSTATUS=reloading")
+
+    def listening(self, name: str, sock: socket.socket) -> bool:
+        """Store ``sock`` in the FD store as ``name``; True once systemd has it.
+
+        systemd keeps one copy of a descriptor however often it is sent, so
+        storing again after a re-exec is harmless.
+        """
+        if not fd_store_offered(self.environ):
+            return False
+        message = f"FDSTORE=1\nFDNAME={name}"
+        try:
+            notify(message, self.environ, fds=[sock.fileno()])
+        except ProcessError as exc:
+            self.bus.log(f"Not kept in the FD store: {name}: {exc}", WARNING)
+            return False
+        return True
+
+    def stale_listener(self, name: str) -> None:
+        """Remove the sockets stored as ``name``: no bind claims them any more."""
+        if fd_store_offered(self.environ):
+            self._send(f"FDSTOREREMOVE=1\nFDNAME={name}")
 
     def _reloaded(self) -> None:
         """READY=1 after every other graceful listener ran (failed ones too)."""

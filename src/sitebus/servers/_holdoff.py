@@ -11,20 +11,26 @@ and, by then, meets a closed port: refused), while the final ACK of a
 handshake already under way still passes, so that connection lands in the
 queue and is served. A Unix socket has no handshake: removing its path stops
 new connects (they get ENOENT) and the queue then only shrinks.
+
+The filter stays on the socket, not on the descriptor: a listener that
+another process holds too (systemd's socket unit or FD store) must never get
+it, and one adopted from elsewhere has any filter removed (``release_hold``).
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import select
 import socket
 import struct
 import sys
 import time
 
-__all__ = ["hold_off_syn", "wait_queue_empty"]
+__all__ = ["hold_off_syn", "release_hold", "wait_queue_empty"]
 
 _SO_ATTACH_FILTER = 26
+_SO_DETACH_FILTER = 27
 # Offsets of a TCP socket filter are relative to the TCP header, whose 14th
 # byte holds the flags; SYN is 0x02.
 _BPF_LD_B_ABS = 0x30
@@ -54,6 +60,16 @@ def hold_off_syn(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def release_hold(sock: socket.socket) -> None:
+    """Remove any socket filter from ``sock``: it accepts new connections again.
+
+    The kernel answers ENOENT when there is none, the usual case.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
 
 
 def wait_queue_empty(socks: list[socket.socket], quiet: float, deadline: float) -> bool:

@@ -151,7 +151,10 @@ def assemble(
         sockets = Sockets(
             bus,
             SocketsOptions(
-                binds=section.binds, backlog=section.backlog, unix_mode=section.unix_mode
+                binds=section.binds,
+                backlog=section.backlog,
+                unix_mode=section.unix_mode,
+                name=section.name or "",
             ),
         )
         engine = load_engine(engine_for(section, kind))

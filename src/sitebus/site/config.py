@@ -74,9 +74,14 @@ class SiteSection(Options):
 
 
 class ServerSection(Options):
-    """One ``[[server]]``: where to listen and which engine serves (None: sitebus picks)."""
+    """One ``[[server]]``: where to listen and which engine serves (None: sitebus picks).
+
+    ``name`` is the descriptor name (a socket unit's ``FileDescriptorName=``)
+    whose sockets, passed by systemd, this server adopts instead of binding.
+    """
 
     bind: str | tuple[str, ...] = (DEFAULT_BIND,)
+    name: str | None = None
     engine: str | None = None
     threads: int = 10
     backlog: int = 1024
@@ -85,8 +90,17 @@ class ServerSection(Options):
     unix_mode: int | None = None
 
     def __post_init__(self) -> None:
-        from ..servers._address import parse_address  # servers are loaded only when used
+        # servers are loaded only when used
+        from ..servers._activation import check_name
+        from ..servers._address import parse_address
 
+        problem = None if self.name is None else check_name(self.name)
+        if problem is not None:
+            raise FieldError(
+                "name",
+                f"{self.name!r} {problem}: expected a name as systemd's FileDescriptorName= "
+                "takes (printable ASCII, no ':', at most 255 characters)",
+            )
         binds = (self.bind,) if isinstance(self.bind, str) else self.bind
         if not binds:
             raise FieldError("bind", "is empty: expected an address or a list of addresses")

@@ -26,6 +26,7 @@ from .._startup import (
 )
 from ..bus import Bus
 from ..errors import AppError, ImportStringError
+from ..servers._activation import under_systemd
 from ..servers._failed_app import unavailable_app
 from .assemble import Site, assemble, site_bus
 from .config import SiteConfig, check_imports, load
@@ -98,7 +99,7 @@ def run(config: SiteConfig, *, log_level: str | None = None) -> int:
         logs.unsubscribe()
         logs.subscribe()
         site.subscribe()
-        if os.environ.get("NOTIFY_SOCKET"):  # under systemd: here, not in tests' sites
+        if under_systemd():  # here, not in tests' sites
             from ..plugins.systemd import Systemd
 
             systemd = Systemd(bus)
