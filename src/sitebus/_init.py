@@ -72,6 +72,9 @@ def fork_init() -> int | None:
         raise ProcessError(f"cannot fork the site's process from PID 1: {exc.strerror}") from exc
     if child == 0:
         _own_group()
+        if os.environ.get("LISTEN_PID") == "1":
+            # Sockets passed to PID 1 (socket activation into a container) are the site's now.
+            os.environ["LISTEN_PID"] = str(os.getpid())
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return None
     return _serve(child, watched)
