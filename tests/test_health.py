@@ -309,3 +309,22 @@ def test_serve_health_answers_and_stops_with_no_delay(spawn: Spawn) -> None:
     child.signal(signal.SIGTERM)
     child.expect("exited 0")
     assert child.wait() == 0
+
+
+def test_a_hosted_site_has_no_probes_and_no_drain() -> None:
+    """The host process answers for the process; a drain would only hold up its exit."""
+    from sitebus.site.assemble import assemble
+    from sitebus.site.config import check_imports
+
+    config = load_table({**APP, "health": {}}, directory=Path(__file__).parent / "site_apps")
+    site = assemble(config, check_imports(config), Bus(), hosted=True)
+    assert site.health is None
+    assert not any(isinstance(plugin, Health) for plugin in site.plugins)
+
+
+def test_serve_refuses_a_bad_drain_delay() -> None:
+    from test_serve import run_sitebus
+
+    done = run_sitebus("serve", "hello_app:app", "--drain-delay", "-1")
+    assert done.returncode == 2
+    assert "argument --drain-delay: '-1' is not a number of seconds from 0 to 86400" in done.stderr
