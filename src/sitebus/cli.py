@@ -7,7 +7,7 @@ exit status. Subcommands:
                 [--daemonize] [--pidfile PATH] [--log-level LEVEL]
     sitebus check site.toml [--set SECTION.KEY=VALUE ...]
     sitebus serve pkg.module:app --bind HOST:PORT [--bind ...] [--engine NAME] [--reload]
-                  [--daemonize] [--pidfile PATH]
+                  [--health] [--drain-delay SECONDS] [--daemonize] [--pidfile PATH]
     sitebus status|stop|reload|graceful --pidfile PATH   (see ``sitebus.control``)
 
 Exit statuses:
@@ -18,6 +18,10 @@ Exit statuses:
 - 2: a usage error (argparse's own): an unknown option, a malformed value.
 - 3: ``status`` found no running site (as LSB init scripts say).
 - 130: interrupted (Ctrl-C) while starting; what had started was stopped.
+
+As PID 1 in a container, ``run`` and ``serve`` fork first and the first
+process stays as the container's init (``sitebus._init``), which exits with
+the site's status, or 128 + N when signal N ended it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import control
+from ._init import fork_init
 from ._startup import (
     Progress,
     app_traceback,
@@ -49,6 +54,9 @@ from .servers import Sockets, SocketsOptions
 from .servers._activation import under_systemd
 from .servers._failed_app import FailedStartupServes500, unavailable_app
 from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
+
+if TYPE_CHECKING:
+    from .plugins.health import HealthOptions
 
 __all__ = ["load_app", "main"]
 
@@ -146,6 +154,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restart with the new code when a source file of the app changes (development)",
     )
+    serve.add_argument(
+        "--health",
+        action="store_true",
+        help="answer liveness on /healthz and readiness on /readyz in front of the app; "
+        "a stop first drains (see --drain-delay)",
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --health (which it implies): seconds a stop keeps serving, /readyz "
+        "answering 503, before it stops accepting, 0 to 86400 (default 5)",
+    )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     control.add_process_options(serve)
     serve.set_defaults(command=_serve)
@@ -220,6 +241,9 @@ def _add_site_commands(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # As PID 1 (a container), the command becomes the site's init first: see _init.
+    if (status := fork_init()) is not None:
+        return status
     from .site.run import configure, run
 
     config = configure(
@@ -289,17 +313,27 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # A stop may take the whole graceful timeout: named in the log only past
-    # it, and the process ended (exit_timeout) only well after it.
+    if (status := fork_init()) is not None:  # as PID 1: see _run
+        return status
+    health = None
+    if args.health or args.drain_delay is not None:
+        from .plugins.health import HealthOptions
+
+        health = HealthOptions()
+        if args.drain_delay is not None:
+            health = health.replace(drain_delay=args.drain_delay)
+    drain = 0.0 if health is None else health.drain_delay
+    # A stop may drain and then take the whole graceful timeout: named in the
+    # log only past that, and the process ended (exit_timeout) only well after.
     bus = Bus(
-        listener_timeout=args.graceful_timeout + 30.0,
-        exit_timeout=args.graceful_timeout + 60.0,
+        listener_timeout=max(drain, args.graceful_timeout) + 30.0,
+        exit_timeout=drain + args.graceful_timeout + 60.0,
     )
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
     logs, stderr = command_log(bus, level)
     progress = _Progress(args)
     try:
-        return _serve_on(bus, stderr, args, progress)
+        return _serve_on(bus, stderr, args, progress, health)
     finally:
         progress.cancel()
         logs.unsubscribe()
@@ -331,7 +365,13 @@ class _Progress:
             self._progress.cancel()
 
 
-def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: _Progress) -> int:
+def _serve_on(
+    bus: Bus,
+    stderr: HeldStderr,
+    args: argparse.Namespace,
+    progress: _Progress,
+    health_options: HealthOptions | None,
+) -> int:
     thresholds = pause_collector()
     failed: AppError | None = None
     try:
@@ -368,6 +408,12 @@ def _serve_on(bus: Bus, stderr: HeldStderr, args: argparse.Namespace, progress: 
         certfile=args.certfile,
         keyfile=args.keyfile,
     )
+    if health_options is not None:
+        from .plugins.health import Health
+
+        health = Health(bus, health_options)
+        app = health.asgi(app) if is_asgi(app) else health.wsgi(app)
+        health.subscribe()
     server = engine(bus, app, sockets, options)
     sockets.subscribe()
     server.subscribe()

@@ -31,6 +31,8 @@ class StartOrder(IntEnum):
     resources (a database at ``PIDFILE``, as on CherryPy's bus page, or at
     ``DEFAULT``) open before the sockets are bound; privileged ports are bound
     before privileges drop, and privileges drop before any request is served;
+    the health plugin's drain delay stops just before the servers, so they
+    still accept while a load balancer takes the site out of rotation;
     background tasks run only once the site serves; and the file watcher
     starts last, so a start that fails is never mistaken for a code change.
     """
@@ -43,6 +45,7 @@ class StartOrder(IntEnum):
     SOCKETS = 60
     PRIVILEGES = 65
     SERVERS = 70
+    HEALTH = 75
     TASKS = 80
     AUTORELOAD = 90
 

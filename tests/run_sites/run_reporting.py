@@ -1,6 +1,7 @@
 """``sitebus run`` that also reports its exit and the lines a test waits for.
 
-Those are "Starting", "Started", "Listening on" and "Autoreload: watching".
+Those are "Starting", "Started", "Listening on", "Autoreload: watching" and
+"Draining" (the health plugin's drain delay).
 
 Run as ``run_reporting.py <run arguments>``; a re-exec runs it again with the
 same arguments, so every generation reports. It reads the lines off stderr,
@@ -27,7 +28,7 @@ class _Tee:
         for line in text.splitlines():
             message = line.partition(" sitebus: ")[2]
             if message.startswith(
-                ("Listening on ", "Started ", "Starting ", "Autoreload: watching ")
+                ("Listening on ", "Started ", "Starting ", "Autoreload: watching ", "Draining ")
             ):
                 report(message)
         return self.stream.write(text)

@@ -8,6 +8,9 @@
 - the plugin sections, each made into the plugin whose options it holds:
   ``[pidfile]``, ``[daemon]``, ``[privileges]``, ``[autoreload]`` (when
   ``enabled``), ``[tasks]`` and ``[signals]``;
+- ``[health]``: the ``Health`` plugin, whose probes are wrapped around the
+  site's app, outside the site middleware, so that no app or middleware
+  sees (or shadows, or guards with a login) the probe paths;
 - every ``[[plugin]]``, constructed as ``Class(bus, **options)``.
 
 ``Site.subscribe()`` puts them all on the bus; their priorities
@@ -29,6 +32,7 @@ from .mount import site_app
 if TYPE_CHECKING:
     from ..bus import Bus
     from ..errors import AppError
+    from ..plugins.health import Health
     from ..plugins.tasks import Tasks
     from ._check import SiteImports
     from .config import ServerSection, SiteConfig
@@ -51,14 +55,16 @@ def site_bus(config: SiteConfig) -> Bus:
     """A bus whose bounds leave every server of ``config`` its graceful timeout.
 
     Servers stop one after the other, each waiting up to ``graceful_timeout``
-    for its requests in flight: a whole exit may take that long per server.
+    for its requests in flight: a whole exit may take that long per server,
+    after the health plugin's drain delay, if the file has ``[health]``.
     """
     from ..bus import Bus
 
     graceful = config.site.graceful_timeout
+    drain = config.health.drain_delay if config.health is not None else 0.0
     return Bus(
-        listener_timeout=graceful + STOP_MARGIN,
-        exit_timeout=graceful * len(config.servers) + 2 * STOP_MARGIN,
+        listener_timeout=max(graceful, drain) + STOP_MARGIN,
+        exit_timeout=drain + graceful * len(config.servers) + 2 * STOP_MARGIN,
     )
 
 
@@ -68,7 +74,8 @@ class Site:
     ``plugins`` holds every plugin in the order made; ``sockets[i]`` and
     ``servers[i]`` belong to ``config.servers[i]``. ``tasks`` is the ``Tasks``
     plugin when the file has a ``[tasks]`` section: code adds its periodic
-    callables there (``site.tasks.add(...)``).
+    callables there (``site.tasks.add(...)``). ``health`` is the ``Health``
+    plugin when the file has ``[health]`` and the site serves itself.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class Site:
         servers: tuple[Server, ...],
         plugins: tuple[Plugin, ...],
         tasks: Tasks | None,
+        health: Health | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
@@ -90,6 +98,7 @@ class Site:
         self.servers = servers
         self.plugins = plugins
         self.tasks = tasks
+        self.health = health
 
     def subscribe(self) -> None:
         for plugin in self.plugins:
@@ -126,9 +135,10 @@ def assemble(
     failing its start. ``hosted``: another process serves the apps and owns
     the process (``sitebus.hosted``), so no servers, sockets or process-wide
     plugins (signals, daemon, PID file, privileges, autoreload) are made,
-    whatever ``config`` says. Raises ``ConfigError`` for an engine that cannot
-    honour a server's options and ``MissingExtraError`` for an engine that is
-    not installed.
+    whatever ``config`` says, and no health probes either: the host answers
+    for the process, and a drain delay would only hold up its exit. Raises
+    ``ConfigError`` for an engine that cannot honour a server's options and
+    ``MissingExtraError`` for an engine that is not installed.
     """
     if stand_in is not None:
         kind, app = "wsgi", stand_in
@@ -146,6 +156,13 @@ def assemble(
 
         tasks = Tasks(bus, config.tasks)
         plugins.append(tasks)
+    health = None
+    if config.health is not None and not hosted:
+        from ..plugins.health import Health
+
+        health = Health(bus, config.health)
+        app = health.asgi(app) if kind == "asgi" else health.wsgi(app)
+        plugins.append(health)
     all_sockets, servers = [], []
     for index, section in enumerate(() if hosted else config.servers):
         sockets = Sockets(
@@ -175,7 +192,9 @@ def assemble(
     for table, cls in declared:
         # check_imports bound these keywords to the constructor already.
         plugins.append(cls(bus, **table.options))
-    return Site(bus, config, kind, app, tuple(all_sockets), tuple(servers), tuple(plugins), tasks)
+    return Site(
+        bus, config, kind, app, tuple(all_sockets), tuple(servers), tuple(plugins), tasks, health
+    )
 
 
 def _process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:

@@ -22,6 +22,7 @@ from .._options import Options
 from ..errors import BindError, ConfigError
 from ..plugins.autoreload import AutoreloadOptions
 from ..plugins.daemon import DaemonOptions
+from ..plugins.health import HealthOptions
 from ..plugins.logs import LogsOptions
 from ..plugins.pidfile import PidfileOptions
 from ..plugins.privileges import PrivilegesOptions, resolve
@@ -208,6 +209,7 @@ class SiteConfig(Options):
     pidfile: PidfileOptions | None = None
     log: LogsOptions | None = None
     tasks: TasksOptions | None = None
+    health: HealthOptions | None = None
     plugins: tuple[PluginSection, ...] = ()
 
     @property
@@ -225,6 +227,7 @@ _PLUGIN_SECTIONS: dict[str, tuple[type[Options], tuple[str, ...], tuple[str, ...
     "pidfile": (PidfileOptions, (), ("path",)),
     "log": (LogsOptions, ("handlers",), ("file",)),
     "tasks": (TasksOptions, ("clock",), ()),
+    "health": (HealthOptions, ("clock",), ()),
 }
 ARRAY_SECTIONS = ("server", "app", "plugin")
 SECTIONS = ("site", *ARRAY_SECTIONS, *_PLUGIN_SECTIONS)

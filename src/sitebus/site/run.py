@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 
 __all__ = ["check", "configure", "run", "start_report"]
 
+# The plugin sections ``check`` names when the file has them, in this order.
+_CHECKED_SECTIONS = (
+    "signals",
+    "daemon",
+    "pidfile",
+    "privileges",
+    "autoreload",
+    "tasks",
+    "health",
+    "log",
+)
+
 
 def configure(
     path: str,
@@ -206,7 +218,7 @@ def check(config: SiteConfig) -> list[str]:
     autoreload = config.autoreload is not None and config.autoreload.enabled
     plugins = [
         name
-        for name in ("signals", "daemon", "pidfile", "privileges", "autoreload", "tasks", "log")
+        for name in _CHECKED_SECTIONS
         if getattr(config, name) is not None and (name != "autoreload" or autoreload)
     ]
     plugins += [section.use for section in config.plugins]
