@@ -19,7 +19,7 @@ from ._imports import import_object, search_first
 from ._tables import did_you_mean
 
 if TYPE_CHECKING:
-    from .config import SiteConfig
+    from .config import AppSection, SiteConfig
 
 __all__ = ["ENTRY_POINT_GROUP", "SiteImports", "check_imports"]
 
@@ -56,6 +56,10 @@ def check_imports(config: SiteConfig) -> SiteImports:
     app_middleware = []
     for index, app in enumerate(config.apps):
         keypath = f"app[{index}]"
+        if app.key == "cherrypy":
+            apps.append(_cherrypy_app(file, keypath, app))
+            app_middleware.append(_middleware(file, keypath, app.middleware))
+            continue
         found = _callable(file, f"{keypath}.{app.kind}", app.target, f"a {app.kind} app")
         if app.kind == "wsgi" and _is_asgi(found):
             raise ConfigError(
@@ -63,12 +67,7 @@ def check_imports(config: SiteConfig) -> SiteImports:
                 f"coroutine): expected asgi = {app.target!r}"
             )
         apps.append(found)
-        app_middleware.append(
-            tuple(
-                _callable(file, f"{keypath}.middleware[{i}]", spec, "a middleware factory")
-                for i, spec in enumerate(app.middleware)
-            )
-        )
+        app_middleware.append(_middleware(file, keypath, app.middleware))
     plugins = []
     for index, section in enumerate(config.plugins):
         cls = _plugin_class(file, f"plugin[{index}].use", section.use)
@@ -80,6 +79,28 @@ def check_imports(config: SiteConfig) -> SiteImports:
         app_middleware=tuple(app_middleware),
         plugins=tuple(plugins),
     )
+
+
+def _middleware(file: str, keypath: str, specs: tuple[str, ...]) -> tuple[Callable[..., Any], ...]:
+    return tuple(
+        _callable(file, f"{keypath}.middleware[{i}]", spec, "a middleware factory")
+        for i, spec in enumerate(specs)
+    )
+
+
+def _cherrypy_app(file: str, keypath: str, app: AppSection) -> Callable[..., Any]:
+    """The ``cherrypy.Application`` of a ``cherrypy = ...`` app.
+
+    ``cherrypy.engine`` becomes the compat bus before the app's module is
+    imported, so that what the module subscribes lands there.
+    """
+    from ..compat.app import application
+    from ..compat.engine import install
+
+    install()
+    found = _import(file, f"{keypath}.cherrypy", app.target)
+    made: Callable[..., Any] = application(found, app.mount, app.config, f"{file}: {keypath}")
+    return made
 
 
 def _callable(file: str, keypath: str, spec: str, expected: str) -> Callable[..., Any]:

@@ -8,7 +8,9 @@
 - the plugin sections, each made into the plugin whose options it holds:
   ``[pidfile]``, ``[daemon]``, ``[privileges]``, ``[autoreload]`` (when
   ``enabled``), ``[tasks]`` and ``[signals]``;
-- every ``[[plugin]]``, constructed as ``Class(bus, **options)``.
+- every ``[[plugin]]``, constructed as ``Class(bus, **options)``;
+- for a site that mounts a CherryPy app, the plugin that puts
+  ``cherrypy.engine`` on the bus (``sitebus.compat.app.CherryPyEngine``).
 
 ``Site.subscribe()`` puts them all on the bus; their priorities
 (``StartOrder``) decide the start order, not the order here. ``[log]`` is
@@ -168,6 +170,10 @@ def assemble(
         all_sockets.append(sockets)
         servers.append(server)
         plugins += [sockets, server]
+    if imports is not None and any(section.key == "cherrypy" for section in config.apps):
+        from ..compat.app import CherryPyEngine  # imports CherryPy: only for a site that has it
+
+        plugins.append(CherryPyEngine(bus))
     declared = () if imports is None else zip(config.plugins, imports.plugins, strict=True)
     for table, cls in declared:
         # check_imports bound these keywords to the constructor already.
