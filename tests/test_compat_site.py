@@ -233,3 +233,56 @@ def test_an_application_mounted_elsewhere_is_refused(events: Any) -> None:
             pass
     finally:
         del cherrypy_app.shop
+
+
+def test_files_registered_for_cherrypys_autoreload_are_watched_by_the_site(
+    events: Any, tmp_path: Path
+) -> None:
+    """``engine.autoreload.files`` reaches the ``autoreload.watch`` channel of the site bus."""
+    from sitebus import Bus
+    from sitebus.compat.app import CherryPyEngine
+
+    engine = install()
+    early, late = str(tmp_path / "early.conf"), str(tmp_path / "late.html")
+    engine.autoreload.files.add(early)  # type: ignore[attr-defined]  # set by install()
+    bus = Bus(logger=None)
+    watched: list[str] = []
+    bus.subscribe("autoreload.watch", watched.append)
+    plugin = CherryPyEngine(bus)
+    plugin.subscribe()
+    try:
+        engine.autoreload.files.add(late)  # type: ignore[attr-defined]
+        assert early in watched and late in watched
+    finally:
+        plugin.unsubscribe()
+    assert engine.site_bus is not bus
+
+
+def test_a_hosted_site_drives_the_engine_too(events: Any, tmp_path: Path) -> None:
+    """Under a host process (``sitebus.hosted``) the engine starts with the site, on first use."""
+    from wsgiref.util import setup_testing_defaults
+
+    from sitebus.hosted import wsgi_app
+
+    site = write_site(
+        tmp_path,
+        '[[app]]\nmount = "/cp"\ncherrypy = "cherrypy_app:root"\n'
+        '[app.config."/"]\n"tools.encode.on" = true\n',
+    )
+    app = wsgi_app(site)
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = "/cp/page"
+    statuses: list[str] = []
+    try:
+        result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        try:
+            body = b"".join(result)
+        finally:
+            result.close()  # type: ignore[attr-defined]  # CherryPy's response has one
+        assert statuses == ["200 OK"]
+        assert body == b"cherrypy page; script_name=/cp path_info=/page"
+        assert events.seen == ["start"]
+    finally:
+        app.hosted.stop()
+    assert events.seen == ["start", "stop", "exit"]

@@ -16,7 +16,8 @@ In the site file::
 the site's plugin that puts ``cherrypy.engine`` (the compat bus that
 ``engine.install()`` made) on the site bus while the site is subscribed: the
 site's start, stop, graceful and exit reach CherryPy's engine plugins once
-each.
+each, and the files registered in ``cherrypy.engine.autoreload.files`` (a
+config file, an app's templates) are watched by the site's ``[autoreload]``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class CherryPyEngine(Plugin):
 
     def subscribe(self) -> None:
         self.engine.bind(self.bus)
+        for path in sorted(self.engine.autoreload.files):  # type: ignore[attr-defined]  # set by install()
+            self.bus.publish("autoreload.watch", path)
 
     def unsubscribe(self) -> None:
         if self.engine.site_bus is self.bus:
@@ -85,6 +88,8 @@ def application(target: Any, mount: str, config: str | Mapping[str, Any] | None,
         app = cherrypy.Application(target, script_name)
     if config is not None:
         sections = _sections(config, where)
+        if isinstance(config, str):
+            cherrypy.engine.autoreload.files.add(config)  # as CherryPy registers its config files
         if "global" in sections:
             cherrypy.config.update({"global": sections.pop("global")})
         try:

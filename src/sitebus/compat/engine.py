@@ -32,24 +32,44 @@ from typing import Any
 from ..errors import MissingExtraError
 from .wspbus import Bus
 
-__all__ = ["SitebusOwns", "install"]
+__all__ = ["SitebusOwns", "WatchedFiles", "install"]
 
 _installing = threading.Lock()
+
+
+class WatchedFiles(set[str]):
+    """``engine.autoreload.files``: each path added is handed to sitebus's autoreload too.
+
+    CherryPy registers its config files there, and apps their templates;
+    they are published on ``autoreload.watch``, which the site's
+    ``[autoreload]`` plugin listens to. ``CherryPyEngine`` publishes those
+    added before it put the engine on the site bus.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__()
+        self._bus = bus
+
+    def add(self, path: str) -> None:
+        if path not in self:
+            super().add(path)
+            self._bus.publish("autoreload.watch", path)
 
 
 class SitebusOwns:
     """Stands in for a CherryPy engine service whose job sitebus does in a site.
 
     Takes any attribute (``frequency``, ``match``, ``handlers``); ``files``
-    collects what is registered for autoreload. ``subscribe()`` starts
-    nothing and says once, in the log, where the job is done instead.
+    collects what is registered for autoreload (see ``WatchedFiles``).
+    ``subscribe()`` starts nothing and says once, in the log, where the job
+    is done instead.
     """
 
     def __init__(self, bus: Bus, what: str, instead: str) -> None:
         self.bus = bus
         self.what = what
         self.instead = instead
-        self.files: set[str] = set()
+        self.files = WatchedFiles(bus)
         self.handlers: dict[str, Any] = {}
         self._said = False
 
