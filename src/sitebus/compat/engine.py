@@ -13,7 +13,10 @@ the log, once, that sitebus owns the job, so that an app's config
 (``engine.autoreload.on = True``) or a deployment script
 (``engine.signals.subscribe()``) runs without starting them. CherryPy's
 ``log`` listener, which copies the engine's messages to ``cherrypy.log``,
-stays behind too: the site's log carries them.
+stays behind too: the site's log carries them, and ``cherrypy.log``'s own
+lines (errors, the access log) reach it through Python's ``logging``, their
+screen handlers off (``log.screen = True`` in an app's config turns them on
+again).
 
 Install before the app's modules are imported (the site runner does, for a
 site that mounts a CherryPy app): a module that took ``from cherrypy import
@@ -108,6 +111,9 @@ def install() -> Bus:
         new.autoreload = SitebusOwns(new, "autoreloader", "[autoreload] in the site file")  # type: ignore[attr-defined]
         new.signal_handler = SitebusOwns(new, "signal handler", "[signals] in the site file")  # type: ignore[attr-defined]
         new.signals = new.signal_handler  # type: ignore[attr-defined]
+        # CherryPy's error and access logs reach the site's log through Python's
+        # logging; their own screen handlers would print every line twice.
+        cherrypy.log.screen = False
         cherrypy.engine = new
         return new
 
