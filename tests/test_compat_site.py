@@ -286,3 +286,22 @@ def test_a_hosted_site_drives_the_engine_too(events: Any, tmp_path: Path) -> Non
     finally:
         app.hosted.stop()
     assert events.seen == ["start", "stop", "exit"]
+
+
+def test_a_cherrypy_application_named_as_wsgi_is_pointed_to_the_cherrypy_key(
+    events: Any,
+) -> None:
+    """As a plain WSGI app its engine would never start: the error says which key to use."""
+    import cherrypy_app
+
+    cherrypy_app.app = cherrypy.Application(cherrypy_app.root)
+    table = {"app": [{"mount": "/cp", "wsgi": "cherrypy_app:app"}]}
+    try:
+        with pytest.raises(ConfigError) as caught, running_site(table, directory=SITE_APPS):
+            pass
+    finally:
+        del cherrypy_app.app
+    assert str(caught.value) == (
+        f"{SITE_APPS}/<site table>: app[0].wsgi: 'cherrypy_app:app' is a CherryPy application, "
+        "whose engine would never start: expected cherrypy = 'cherrypy_app:app'"
+    )

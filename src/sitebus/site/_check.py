@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,11 @@ def check_imports(config: SiteConfig) -> SiteImports:
                 f"{file}: {keypath}.wsgi: {app.target!r} is an ASGI app (it is called as a "
                 f"coroutine): expected asgi = {app.target!r}"
             )
+        if app.kind == "wsgi" and _is_cherrypy_app(found):
+            raise ConfigError(
+                f"{file}: {keypath}.wsgi: {app.target!r} is a CherryPy application, whose "
+                f"engine would never start: expected cherrypy = {app.target!r}"
+            )
         apps.append(found)
         app_middleware.append(_middleware(file, keypath, app.middleware))
     plugins = []
@@ -111,6 +117,14 @@ def _callable(file: str, keypath: str, spec: str, expected: str) -> Callable[...
             f"which is not callable: expected {expected}"
         )
     return found  # type: ignore[no-any-return]  # callable() narrowed it
+
+
+def _is_cherrypy_app(app: object) -> bool:
+    """Whether ``app`` is a ``cherrypy.Application`` or a ``Tree``; never imports CherryPy."""
+    cherrypy = sys.modules.get("cherrypy")
+    if cherrypy is None:
+        return False
+    return isinstance(app, cherrypy.Application | cherrypy._cptree.Tree)
 
 
 def _is_asgi(app: object) -> bool:
