@@ -172,6 +172,21 @@ def test_a_failing_cherrypy_start_listener_fails_the_site_start(events: Any) -> 
     assert events.seen == ["stop", "exit"]
 
 
+def test_the_config_global_section_goes_to_cherrypy_config_and_the_app_to_the_tree(
+    events: Any,
+) -> None:
+    config = {"global": {"checker": {"on": False}}, "/": {"tools": {"encode": {"on": True}}}}
+    try:
+        with running_site(site_table(config=config), directory=SITE_APPS):
+            app = cherrypy.tree.apps["/cp"]
+            assert app.script_name == "/cp"
+            assert app.config["/"]["tools.encode.on"] is True  # nested tables: dotted keys
+            assert "global" not in app.config
+            assert cherrypy.checker.on is False
+    finally:
+        cherrypy.checker.on = True
+
+
 def test_cherrypys_server_autoreloader_and_signal_handler_stay_off(events: Any) -> None:
     engine = install()
     assert install() is engine is cherrypy.engine
