@@ -93,6 +93,23 @@ def test_start_graceful_and_stop_reach_the_engine_plugin_once_each(
     assert child.wait() == 0
 
 
+def test_a_restart_stops_the_engine_once_and_starts_it_once_in_the_new_image(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """SIGHUP re-executes the site: the old image's engine stops and exits, the new one starts."""
+    child, port = started(spawn, tmp_path)
+    child.signal(signal.SIGHUP)
+    reports = [child.next_report() for _ in range(3)]
+    assert reports == ["engine stop", "engine exit", "engine start"], child.output()
+    assert (
+        expect(child, "Listening on http://127.0.0.1:") == f"Listening on http://127.0.0.1:{port}"
+    )
+    assert get(port, "/cp/page") == (200, b"cherrypy page; script_name=/cp path_info=/page")
+    child.signal(signal.SIGTERM)
+    assert [child.next_report() for _ in range(3)] == ["engine stop", "engine exit", "exited 0"]
+    assert child.wait() == 0
+
+
 def test_the_thread_manager_starts_each_request_thread_once_and_no_cherrypy_server(
     spawn: Spawn, tmp_path: Path
 ) -> None:
