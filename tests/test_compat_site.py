@@ -24,7 +24,7 @@ from sitebus.compat.engine import SitebusOwns, install
 from sitebus.compat.wspbus import Bus as CompatBus
 from sitebus.errors import ConfigError
 from sitebus.testing import running_site
-from test_run import Spawn, expect, run_sitebus, write_site
+from test_run import STARLETTE, Spawn, expect, run_sitebus, write_site
 from test_servers import get
 
 SITE_APPS = Path(__file__).parent / "site_apps"
@@ -47,9 +47,9 @@ wsgi = "flask_app:app"
 """
 
 
-def started(spawn: Spawn, tmp_path: Path) -> tuple[Child, int]:
-    """The site, running; its engine plugin has reported its one start."""
-    site = write_site(tmp_path, SITE)
+def started(spawn: Spawn, tmp_path: Path, extra: str = "") -> tuple[Child, int]:
+    """The site (with ``extra`` apps), running; its engine plugin has reported its one start."""
+    site = write_site(tmp_path, SITE + extra)
     child = spawn([str(RUN_REPORTING), str(site)], cwd=SITE_APPS)
     line = child.next_report()
     if line.startswith("Starting "):  # said only when the imports take a while
@@ -59,16 +59,23 @@ def started(spawn: Spawn, tmp_path: Path) -> tuple[Child, int]:
     return child, port
 
 
+@pytest.mark.parametrize(
+    ("extra", "engine"), [("", "cheroot"), (STARLETTE, "uvicorn")], ids=["wsgi", "with-asgi"]
+)
 def test_a_cherrypy_app_answers_beside_flask_with_urls_under_its_mount(
-    spawn: Spawn, tmp_path: Path
+    spawn: Spawn, tmp_path: Path, extra: str, engine: str
 ) -> None:
-    child, port = started(spawn, tmp_path)
+    """On cheroot, or on uvicorn (through a2wsgi) when an ASGI app is mounted too."""
+    child, port = started(spawn, tmp_path, extra)
+    assert f"{engine} serving on" in child.stderr()
     assert get(port, "/cp/") == (
         200,
         f"cherrypy home; page is at http://127.0.0.1:{port}/cp/page".encode(),
     )
     assert get(port, "/cp/page") == (200, b"cherrypy page; script_name=/cp path_info=/page")
     assert get(port, "/flask/hello") == (200, b"flask hello; script_name=/flask path=/hello")
+    if extra:
+        assert get(port, "/star/hello")[0] == 200
     status, body = get(port, "/cp/go")
     assert status == 303 and f"http://127.0.0.1:{port}/cp/page".encode() in body
     assert get(port, "/cp/visits") == (200, b"1")
