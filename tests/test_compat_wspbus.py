@@ -310,6 +310,8 @@ def test_bind_moves_the_cherrypy_listeners_to_another_site_bus(bus: Bus) -> None
     assert calls == [] and bus.state is State.STOPPED
     bus.start()
     assert calls == ["start"] and second.state is State.STARTED
+    with pytest.raises(StateError, match="cannot move the CherryPy engine: its bus is started"):
+        bus.bind(first)
     first.exit()
 
 

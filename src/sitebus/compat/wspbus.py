@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import sys
 import threading
 import traceback as _traceback
@@ -170,6 +171,7 @@ class Bus:
         self.priority = priority
         self._forwarders: dict[str, Callback] = {}
         self._site_bus = site_bus if site_bus is not None else SiteBus()
+        self._pid = os.getpid()  # of the process that bound it to _site_bus
 
     def __repr__(self) -> str:
         return f"<wspbus.Bus over {self._site_bus!r}>"
@@ -191,20 +193,24 @@ class Bus:
     def bind(self, site_bus: SiteBus | None) -> None:
         """Move the CherryPy listeners onto ``site_bus`` (None: a new private bus).
 
-        Refused with ``StateError`` while the bus it leaves is running: its
-        stop must reach the listeners that started on it.
+        Refused with ``StateError`` while the bus it leaves is running in this
+        process: its stop must reach the listeners that started on it. A
+        process forked from one whose bus runs (a host's worker) may move on:
+        that bus is the parent's to stop.
         """
         new = site_bus if site_bus is not None else SiteBus()
         with self._lock:
             old = self._site_bus
             if old is new:
                 return
-            if old.state not in (State.STOPPED, State.EXITING):
+            running = old.state not in (State.STOPPED, State.EXITING)
+            if running and self._pid == os.getpid():
                 raise StateError(f"cannot move the CherryPy engine: its bus is {old.state.value}")
             for channel, forwarder in self._forwarders.items():
                 old.unsubscribe(channel, forwarder)
                 new.subscribe(channel, forwarder, self.priority)
             self._site_bus = new
+            self._pid = os.getpid()
 
     # -- channels -----------------------------------------------------------
 
