@@ -29,6 +29,7 @@ from test_servers import get
 
 SITE_APPS = Path(__file__).parent / "site_apps"
 RUN_REPORTING = Path(__file__).parent / "run_sites" / "run_reporting.py"
+CHILDREN = Path(__file__).parent / "children"
 
 SITE = """
 [[server]]
@@ -344,3 +345,31 @@ def test_a_cherrypy_application_named_as_wsgi_is_pointed_to_the_cherrypy_key(
         f"{SITE_APPS}/<site table>: app[0].wsgi: 'cherrypy_app:app' is a CherryPy application, "
         "whose engine would never start: expected cherrypy = 'cherrypy_app:app'"
     )
+
+
+def test_a_forked_host_worker_drives_an_engine_of_its_own(spawn: Spawn, tmp_path: Path) -> None:
+    """A hosted site used before and after a fork: the child's site starts and stops the
+    engine in the child, the parent's stops it in the parent, each once."""
+    site = write_site(
+        tmp_path,
+        '[[app]]\nmount = "/"\ncherrypy = "cherrypy_app:root"\n'
+        '[app.config."/"]\n"tools.encode.on" = true\n',
+    )
+    child = spawn([str(CHILDREN / "hosted_fork.py"), str(site)], cwd=SITE_APPS)
+    home = "cherrypy home; page is at http://127.0.0.1/page"
+    reports = []
+    while not reports or not reports[-1].startswith("parent: "):
+        reports.append(child.next_report())
+    reports += [child.next_report(), child.next_report()]
+    assert reports == [
+        "engine start",
+        f"before fork: {home}",
+        "engine start",  # in the child
+        f"child: {home}",
+        "engine stop",
+        "engine exit",
+        f"parent: {home} (child exited 0)",
+        "engine stop",
+        "engine exit",
+    ], child.output()
+    assert child.wait() == 0, child.output()
