@@ -249,8 +249,13 @@ def test_cherrypys_server_autoreloader_and_signal_handler_stay_off(events: Any) 
             "app[0].config.tools.gzip.on: expected a section (a table of settings, such as "
             '[app.config."/"]), got True',
         ),
+        (
+            {"cherrypy": "cherrypy:tree"},
+            "app[0].cherrypy: names a cherrypy.Tree: expected one root object or "
+            "cherrypy.Application; mount each app of the tree as an [[app]] of its own",
+        ),
     ],
-    ids=["a-class", "a-missing-file", "a-setting-outside-a-section"],
+    ids=["a-class", "a-missing-file", "a-setting-outside-a-section", "the-tree"],
 )
 def test_a_bad_cherrypy_app_is_one_line_naming_the_key(
     events: Any, extra: dict[str, Any], message: str
@@ -373,3 +378,19 @@ def test_a_forked_host_worker_drives_an_engine_of_its_own(spawn: Spawn, tmp_path
         "engine exit",
     ], child.output()
     assert child.wait() == 0, child.output()
+
+
+def test_a_module_that_starts_the_engine_itself_is_refused(events: Any) -> None:
+    """Its plugins would start twice: once at import, once with the site."""
+    engine = install()
+    engine.start()
+    try:
+        with (
+            pytest.raises(ConfigError, match=r"cherrypy.engine is started already \(does the"),
+            running_site(site_table(), directory=SITE_APPS),
+        ):
+            pass
+    finally:
+        engine.exit()
+        engine.bind(None)
+    assert events.seen == ["start", "stop", "exit"]

@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..bus import State
 from ..errors import ConfigError, describe
 from ..plugin import Plugin
 from .engine import install
@@ -65,10 +66,21 @@ def application(target: Any, mount: str, config: str | Mapping[str, Any] | None,
     path or a table of sections. ``where`` starts every error message
     (``site.toml: app[1]``). Raises ``ConfigError``.
     """
-    install()
+    engine = install()
     import cherrypy
 
+    if engine.state is not State.STOPPED:
+        raise ConfigError(
+            f"{where}.cherrypy: cherrypy.engine is {engine.state.value} already (does the "
+            "module call cherrypy.engine.start()?): expected the site to start it; leave "
+            "the start to the site"
+        )
     script_name = "" if mount == "/" else mount
+    if isinstance(target, cherrypy._cptree.Tree):
+        raise ConfigError(
+            f"{where}.cherrypy: names a cherrypy.Tree: expected one root object or "
+            "cherrypy.Application; mount each app of the tree as an [[app]] of its own"
+        )
     if isinstance(target, cherrypy.Application):
         app = target
         given = getattr(app, "_script_name", "")  # the property reads a request when None
