@@ -175,12 +175,33 @@ def test_a_single_server_table_must_be_an_array_of_tables(tmp_path: Path) -> Non
     )
 
 
-def test_an_app_needs_exactly_one_of_wsgi_and_asgi(tmp_path: Path) -> None:
+def test_an_app_needs_exactly_one_of_wsgi_asgi_and_cherrypy(tmp_path: Path) -> None:
     both = write(tmp_path, '[[app]]\nmount = "/"\nwsgi = "a:b"\nasgi = "c:d"\n', "both.toml")
     neither = write(tmp_path, '[[app]]\nmount = "/"\n', "neither.toml")
-    expected = 'expected exactly one, as wsgi = "pkg.module:app" or asgi = "pkg.module:app"'
+    cherrypy = write(tmp_path, '[[app]]\nmount = "/"\nwsgi = "a:b"\ncherrypy = "c:d"\n', "cp.toml")
+    expected = (
+        'expected exactly one, as wsgi = "pkg.module:app", asgi = "pkg.module:app" '
+        'or cherrypy = "pkg.module:root"'
+    )
     assert error_of(both) == f"{both}: app[0]: has both wsgi and asgi: {expected}"
-    assert error_of(neither) == f"{neither}: app[0]: has neither wsgi nor asgi: {expected}"
+    assert (
+        error_of(neither) == f"{neither}: app[0]: has none of wsgi, asgi and cherrypy: {expected}"
+    )
+    assert error_of(cherrypy) == f"{cherrypy}: app[0]: has both wsgi and cherrypy: {expected}"
+
+
+def test_config_is_for_a_cherrypy_app_only(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[app]]\nmount = "/"\nwsgi = "a:b"\nconfig = "app.conf"\n')
+    assert error_of(path) == (
+        f"{path}: app[0].config: is CherryPy's app config: expected it only beside cherrypy = ..."
+    )
+
+
+def test_a_cherrypy_config_path_is_relative_to_the_site_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[app]]\nmount = "/cp"\ncherrypy = "a:b"\nconfig = "app.conf"\n')
+    (app,) = load(path).apps
+    assert (app.key, app.kind, app.target) == ("cherrypy", "wsgi", "a:b")
+    assert app.config == str(tmp_path / "app.conf")
 
 
 def test_a_missing_required_value_is_named(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from ._imports import import_object, search_first
 from ._tables import did_you_mean
 
 if TYPE_CHECKING:
-    from .config import SiteConfig
+    from .config import AppSection, SiteConfig
 
 __all__ = ["ENTRY_POINT_GROUP", "SiteImports", "check_imports"]
 
@@ -56,19 +57,23 @@ def check_imports(config: SiteConfig) -> SiteImports:
     app_middleware = []
     for index, app in enumerate(config.apps):
         keypath = f"app[{index}]"
+        if app.key == "cherrypy":
+            apps.append(_cherrypy_app(file, keypath, app))
+            app_middleware.append(_middleware(file, keypath, app.middleware))
+            continue
         found = _callable(file, f"{keypath}.{app.kind}", app.target, f"a {app.kind} app")
         if app.kind == "wsgi" and _is_asgi(found):
             raise ConfigError(
                 f"{file}: {keypath}.wsgi: {app.target!r} is an ASGI app (it is called as a "
                 f"coroutine): expected asgi = {app.target!r}"
             )
-        apps.append(found)
-        app_middleware.append(
-            tuple(
-                _callable(file, f"{keypath}.middleware[{i}]", spec, "a middleware factory")
-                for i, spec in enumerate(app.middleware)
+        if app.kind == "wsgi" and _is_cherrypy_app(found):
+            raise ConfigError(
+                f"{file}: {keypath}.wsgi: {app.target!r} is a CherryPy application, whose "
+                f"engine would never start: expected cherrypy = {app.target!r}"
             )
-        )
+        apps.append(found)
+        app_middleware.append(_middleware(file, keypath, app.middleware))
     plugins = []
     for index, section in enumerate(config.plugins):
         cls = _plugin_class(file, f"plugin[{index}].use", section.use)
@@ -82,6 +87,28 @@ def check_imports(config: SiteConfig) -> SiteImports:
     )
 
 
+def _middleware(file: str, keypath: str, specs: tuple[str, ...]) -> tuple[Callable[..., Any], ...]:
+    return tuple(
+        _callable(file, f"{keypath}.middleware[{i}]", spec, "a middleware factory")
+        for i, spec in enumerate(specs)
+    )
+
+
+def _cherrypy_app(file: str, keypath: str, app: AppSection) -> Callable[..., Any]:
+    """The ``cherrypy.Application`` of a ``cherrypy = ...`` app.
+
+    ``cherrypy.engine`` becomes the compat bus before the app's module is
+    imported, so that what the module subscribes lands there.
+    """
+    from ..compat.app import application
+    from ..compat.engine import install
+
+    install()
+    found = _import(file, f"{keypath}.cherrypy", app.target)
+    made: Callable[..., Any] = application(found, app.mount, app.config, f"{file}: {keypath}")
+    return made
+
+
 def _callable(file: str, keypath: str, spec: str, expected: str) -> Callable[..., Any]:
     found = _import(file, keypath, spec)
     if not callable(found):
@@ -90,6 +117,14 @@ def _callable(file: str, keypath: str, spec: str, expected: str) -> Callable[...
             f"which is not callable: expected {expected}"
         )
     return found  # type: ignore[no-any-return]  # callable() narrowed it
+
+
+def _is_cherrypy_app(app: object) -> bool:
+    """Whether ``app`` is a ``cherrypy.Application`` or a ``Tree``; never imports CherryPy."""
+    cherrypy = sys.modules.get("cherrypy")
+    if cherrypy is None:
+        return False
+    return isinstance(app, cherrypy.Application | cherrypy._cptree.Tree)
 
 
 def _is_asgi(app: object) -> bool:

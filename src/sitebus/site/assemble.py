@@ -11,7 +11,9 @@
 - ``[health]``: the ``Health`` plugin, whose probes are wrapped around the
   site's app, outside the site middleware, so that no app or middleware
   sees (or shadows, or guards with a login) the probe paths;
-- every ``[[plugin]]``, constructed as ``Class(bus, **options)``.
+- every ``[[plugin]]``, constructed as ``Class(bus, **options)``;
+- for a site that mounts a CherryPy app, the plugin that puts
+  ``cherrypy.engine`` on the bus (``sitebus.compat.app.CherryPyEngine``).
 
 ``Site.subscribe()`` puts them all on the bus; their priorities
 (``StartOrder``) decide the start order, not the order here. ``[log]`` is
@@ -188,6 +190,10 @@ def assemble(
         all_sockets.append(sockets)
         servers.append(server)
         plugins += [sockets, server]
+    if imports is not None and any(section.key == "cherrypy" for section in config.apps):
+        from ..compat.app import CherryPyEngine  # imports CherryPy: only for a site that has it
+
+        plugins.append(CherryPyEngine(bus))
     declared = () if imports is None else zip(config.plugins, imports.plugins, strict=True)
     for table, cls in declared:
         # check_imports bound these keywords to the constructor already.

@@ -134,11 +134,19 @@ class ServerSection(Options):
 
 
 class AppSection(Options):
-    """One ``[[app]]``: the mount prefix, the app (``wsgi`` or ``asgi``), its middleware."""
+    """One ``[[app]]``: the mount prefix, the app (``wsgi``, ``asgi`` or ``cherrypy``), middleware.
+
+    ``cherrypy`` names a CherryPy root object or ``cherrypy.Application``,
+    mounted as a WSGI app with CherryPy's engine on the site bus
+    (``sitebus.compat.app``); ``config``, for it alone, is CherryPy's app
+    config: a file's path or a table of sections.
+    """
 
     mount: str
     wsgi: str | None = None
     asgi: str | None = None
+    cherrypy: str | None = None
+    config: str | Mapping[str, Any] | None = None
     middleware: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -148,30 +156,46 @@ class AppSection(Options):
                 "mount", f"{mount!r} is not a path prefix: expected '/' or a path like '/blog'"
             )
         object.__setattr__(self, "mount", mount.rstrip("/") or "/")
-        if (self.wsgi is None) == (self.asgi is None):
-            has = "both wsgi and asgi" if self.wsgi is not None else "neither wsgi nor asgi"
+        given = [name for name in APP_KEYS if getattr(self, name) is not None]
+        if len(given) != 1:
+            has = (
+                f"both {given[0]} and {given[1]}"
+                if len(given) == 2
+                else ("all of" if given else "none of") + " wsgi, asgi and cherrypy"
+            )
             raise FieldError(
                 "",  # the section as a whole
-                f'has {has}: expected exactly one, as wsgi = "pkg.module:app" '
-                'or asgi = "pkg.module:app"',
+                f'has {has}: expected exactly one, as wsgi = "pkg.module:app", '
+                'asgi = "pkg.module:app" or cherrypy = "pkg.module:root"',
             )
-        for name in ("wsgi", "asgi"):
-            spec = getattr(self, name)
-            if spec is not None:
-                _check_import_strings(name, (spec,))
+        _check_import_strings(given[0], (getattr(self, given[0]),))
+        if self.config is not None and self.cherrypy is None:
+            raise FieldError(
+                "config", "is CherryPy's app config: expected it only beside cherrypy = ..."
+            )
+        if isinstance(self.config, Mapping):
+            object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
         _check_import_strings("middleware", self.middleware)
 
     @property
+    def key(self) -> str:
+        """The key that names the app: ``"wsgi"``, ``"asgi"`` or ``"cherrypy"``."""
+        return next(name for name in APP_KEYS if getattr(self, name) is not None)
+
+    @property
     def kind(self) -> str:
-        """``"wsgi"`` or ``"asgi"``."""
-        return "wsgi" if self.wsgi is not None else "asgi"
+        """``"wsgi"`` or ``"asgi"``: how the site serves it (a CherryPy app is WSGI)."""
+        return "asgi" if self.asgi is not None else "wsgi"
 
     @property
     def target(self) -> str:
         """The app's import string."""
-        spec = self.wsgi if self.wsgi is not None else self.asgi
-        assert spec is not None  # __post_init__ made sure of one
+        spec: str = getattr(self, self.key)
         return spec
+
+
+# The keys of an [[app]] that name the app, one of which each must have.
+APP_KEYS = ("wsgi", "asgi", "cherrypy")
 
 
 class PluginSection(Options):
@@ -296,7 +320,8 @@ def _config(raw: dict[str, Any], file: str, where: Where) -> SiteConfig:
         servers.append(build(ServerSection, {}, where, "server[0]"))
     values["servers"] = tuple(servers)
     apps = [
-        build(AppSection, table, where, keypath) for keypath, table in _array(raw, "app", where)
+        build(AppSection, _paths(table, base, ("config",)), where, keypath)
+        for keypath, table in _array(raw, "app", where)
     ]
     if not apps:
         raise where.error("app", "missing: expected at least one [[app]] table with a mount")

@@ -214,7 +214,7 @@ def check(config: SiteConfig) -> list[str]:
     for index, (section, server) in enumerate(zip(config.servers, site.servers, strict=True)):
         lines.append(f"server[{index}]: {server.engine} on {', '.join(section.binds)}")
     for app in config.apps:
-        lines.append(f"app {app.mount}: {app.kind} {app.target}")
+        lines.append(f"app {app.mount}: {app.key} {app.target}")
     autoreload = config.autoreload is not None and config.autoreload.enabled
     plugins = [
         name
