@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -175,3 +176,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
     yield start
     for child in started:
         child.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[socket.socket]:
+    """A Unix datagram socket bound in tmp_path, as systemd's notify socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()

@@ -29,6 +29,7 @@ from sitebus.errors import BindError, ConfigError
 from sitebus.servers import Sockets, SocketsOptions, _activation
 from sitebus.servers._activation import read, store_name
 from sitebus.site.config import load_table
+from test_servers import get
 from test_systemd import receive
 
 Spawn = Callable[..., Child]
@@ -44,17 +45,6 @@ def listening_socket() -> socket.socket:
 def port_of(sock: socket.socket) -> int:
     port: int = sock.getsockname()[1]
     return port
-
-
-def get(port: int, path: str = "/") -> tuple[int, bytes]:
-    """GET over a fresh connection to a loopback port."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def socket_inodes(pid: int) -> set[int]:
@@ -101,15 +91,6 @@ def site_file(tmp_path: Path, servers: list[str]) -> Path:
 def wait_ready(receiver: socket.socket, child: Child) -> None:
     while (message := receive(receiver, child=child)) != "READY=1\nSTATUS=started":
         assert "STOPPING=1" not in message, child.output()
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[socket.socket]:
-    """systemd's notify socket, as a Unix datagram socket in tmp_path."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.close()
 
 
 class ClientLoop:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,15 +24,6 @@ from sitebus.testing import running_site
 from test_servers import get
 
 Spawn = Callable[..., Child]
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[socket.socket]:
-    """A Unix datagram socket bound in tmp_path, as systemd's notify socket."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.close()
 
 
 def receive(sock: socket.socket, timeout: float = WAIT, child: Child | None = None) -> str:
