@@ -482,6 +482,45 @@ def test_unnamed_sockets_go_to_the_binds_in_order_and_the_rest_is_closed(
             sock.close()
 
 
+def test_serve_name_adopts_the_socket_named_for_it_before_unnamed_ones(
+    spawn: Spawn, tmp_path: Path, receiver: socket.socket
+) -> None:
+    """``serve --name web`` takes the socket a unit passes as ``FileDescriptorName=web``."""
+    unnamed, named = listening_socket(), listening_socket()
+    try:
+        child = activate(
+            spawn,
+            [unnamed, named],
+            [
+                "-m",
+                "sitebus",
+                "serve",
+                "activation_app:app",
+                "--name",
+                "web",
+                "--bind",
+                "127.0.0.1:1",
+            ],
+            names=["shop.socket", "web"],
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+        )
+        wait_ready(receiver, child)
+        assert get(port_of(named))[0] == 200
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0, child.output()
+        assert "Closing descriptor 3 (named 'shop.socket') that systemd passed" in child.stderr()
+    finally:
+        unnamed.close()
+        named.close()
+
+
+def test_serve_refuses_a_name_systemd_would_not_take() -> None:
+    serve = [sys.executable, "-m", "sitebus", "serve", "app:app", "--name", "a:b"]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 2
+    assert "argument --name: 'a:b' holds ':'" in done.stderr, done.stderr
+
+
 def test_sockets_for_another_pid_are_left_and_the_site_binds_as_configured(
     spawn: Spawn, tmp_path: Path, receiver: socket.socket
 ) -> None:

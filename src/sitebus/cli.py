@@ -144,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         "--keyfile", help="TLS private key (PEM), for cheroot and uvicorn (others refuse it)"
     )
     serve.add_argument(
+        "--name",
+        type=_descriptor_name,
+        default="",
+        help="the server's name: sockets systemd passes under this name "
+        "(FileDescriptorName=) are adopted first",
+    )
+    serve.add_argument(
         "--unix-mode",
         type=_octal,
         metavar="OCTAL",
@@ -299,6 +306,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _descriptor_name(text: str) -> str:
+    """argparse type: a name as systemd's ``FileDescriptorName=`` takes."""
+    from .servers._activation import check_name
+
+    problem = check_name(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
 def _octal(text: str) -> int:
     """argparse type: permission bits written in octal, 0 to 777, such as 660."""
     try:
@@ -400,6 +417,7 @@ def _serve_on(
             binds=tuple(args.bind or ["127.0.0.1:8080"]),
             unix_mode=args.unix_mode,
             backlog=args.backlog or SocketsOptions.backlog,
+            name=args.name,
         ),
     )
     options = ServerOptions(
