@@ -146,7 +146,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--name",
         type=_descriptor_name,
-        default="",
         help="the server's name: sockets systemd passes under this name "
         "(FileDescriptorName=) are adopted first",
     )
@@ -417,7 +416,7 @@ def _serve_on(
             binds=tuple(args.bind or ["127.0.0.1:8080"]),
             unix_mode=args.unix_mode,
             backlog=args.backlog or SocketsOptions.backlog,
-            name=args.name,
+            name=args.name or "",
         ),
     )
     options = ServerOptions(
