@@ -49,7 +49,7 @@ from .servers import Sockets, SocketsOptions
 from .servers._failed_app import FailedStartupServes500, unavailable_app
 from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi, load_engine
 
-__all__ = ["load_app", "main"]
+__all__ = ["load_app", "main", "report_errors"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -59,18 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
+    return report_errors(lambda: command(args))
+
+
+def report_errors(command: Callable[[], int], prog: str = "sitebus") -> int:
+    """Run ``command``; turn a ``SitebusError`` into one line on stderr and status 1.
+
+    Ctrl-C while starting gives 130. A worker process (``sitebus.workers``)
+    reports its errors the same way, as ``prog`` "sitebus worker PID".
+    """
     try:
-        return command(args)
+        return command()
     except KeyboardInterrupt:
         # Ctrl-C before the bus took signals over (a slow app import), or a
         # second one during a slow start: the start rolled back on its way here.
-        print("sitebus: interrupted while starting; what had started was stopped", file=sys.stderr)
+        print(f"{prog}: interrupted while starting; what had started was stopped", file=sys.stderr)
         return 130
     except SitebusError as exc:
         error: SitebusError = exc
         if isinstance(exc, StartError) and isinstance(exc.__cause__, SitebusError):
             error = exc.__cause__
-        print(f"sitebus: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         if isinstance(error, AppError) and error.__cause__ is not None:
             print(app_traceback(error.__cause__), file=sys.stderr)
         return 1
@@ -146,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         help="restart with the new code when a source file of the app changes (development)",
     )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
+    _add_worker_options(serve)
     control.add_process_options(serve)
     serve.set_defaults(command=_serve)
     control.add_commands(commands)
@@ -218,6 +228,45 @@ def _add_site_commands(commands: Any) -> None:
     check.set_defaults(command=_check)
 
 
+def _add_worker_options(serve: argparse.ArgumentParser) -> None:
+    workers = serve.add_argument_group(
+        "worker processes",
+        "With more than one worker, this process becomes a master: it binds the sockets "
+        "and supervises the workers, each a fresh interpreter serving the app. SIGHUP "
+        "replaces them one at a time; SIGTTIN and SIGTTOU add and remove one.",
+    )
+    workers.add_argument(
+        "--workers",
+        "-w",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help='worker processes, 1 to 1024, or "auto" for one per CPU (default 1: the site '
+        "runs in this process, without a master)",
+    )
+    workers.add_argument(
+        "--worker-timeout",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="kill and replace a worker silent for this long (default 30)",
+    )
+    workers.add_argument(
+        "--max-requests",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="replace a worker gracefully after N requests (default 0: never)",
+    )
+    workers.add_argument(
+        "--max-requests-jitter",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="add a random 0 to N to each worker's --max-requests (default 0)",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from .site.run import configure, run
 
@@ -247,6 +296,45 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _workers(text: str) -> int:
+    """argparse type: a number of workers, 1 to 1024, or "auto" (one per CPU)."""
+    if text == "auto":
+        from .workers.master import cpu_count
+
+        return cpu_count()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number from 1 to 1024, or "auto"')
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """argparse type: a timeout, 0.1 s to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= GRACEFUL_TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0.1 to {GRACEFUL_TIMEOUT_MAX:g}"
+        )
     return value
 
 
@@ -288,6 +376,14 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        if args.reload:
+            raise ConfigError(
+                "--reload runs the site in one process: drop --workers, or set it to 1"
+            )
+        from .workers.serve import serve_workers
+
+        return serve_workers(args)
     # A stop may take the whole graceful timeout: named in the log only past
     # it, and the process ended (exit_timeout) only well after it.
     bus = Bus(

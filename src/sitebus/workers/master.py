@@ -1,0 +1,291 @@
+"""The ``Workers`` plugin: the master's bus runs the site in worker processes.
+
+With it, the process that binds the sockets becomes a master. It keeps the
+process-wide plugins (signals, PID file, daemon, privileges, systemd) and
+the listening sockets, and runs no application code: an app change never
+needs it restarted, and it stays small. At ``StartOrder.SERVERS``, where a
+server would start serving, it starts the workers instead, each a fresh
+interpreter handed the sockets (see ``_protocol``), and its start returns
+once every one of them accepts, so the bus is STARTED (and systemd told
+``READY=1``) only then.
+
+Signals, on top of the ``Signals`` plugin's (SIGTERM, SIGINT, SIGUSR1):
+
+- SIGHUP: a rolling restart, new worker before old, one at a time; the
+  master itself is not re-executed (a SIGHUP while on a terminal exits, as
+  the ``Signals`` plugin has it);
+- SIGTTIN and SIGTTOU: one worker more, one fewer (never fewer than one).
+
+A restart of the master itself (``bus.restart()``) still re-executes it:
+the workers stop, the sockets stay open across the exec, and the new master
+starts new workers; connections wait in the queue meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .._options import MAX_SECONDS, Options, check_range
+from ..bus import WARNING
+from ..errors import ProcessError, StateError
+from ..plugin import Plugin, StartOrder, priority
+from ._pool import Pool
+
+if TYPE_CHECKING:
+    from ..bus import Bus
+    from ..servers.sockets import Sockets
+
+    Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+__all__ = ["Workers", "WorkersOptions", "cpu_count", "read_status"]
+
+_STATUS_ORDER = StartOrder.PIDFILE + 1  # after the PID file, before privileges drop
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on: what ``workers = "auto"`` means."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+class WorkersOptions(Options):
+    """How many workers, and how they are watched.
+
+    ``workers``: how many serve. ``worker_timeout``: seconds a serving worker
+    may go without a heartbeat before it is killed and replaced.
+    ``start_timeout``: seconds a new worker may take to accept.
+    ``max_requests``: recycle a worker gracefully after that many requests
+    (0: never), plus a random 0 to ``max_requests_jitter`` so that the workers
+    do not all recycle at once. ``graceful_timeout``: how long a worker's stop
+    may wait for its requests, after which (and a margin) it is killed.
+    ``status_file``: where ``sitebus status`` finds the workers (None: nowhere).
+    """
+
+    workers: int = 1
+    worker_timeout: float = 30.0
+    start_timeout: float = 60.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    graceful_timeout: float = 30.0
+    status_file: str | None = None
+
+    def __post_init__(self) -> None:
+        check_range(self, "workers", 1, 1024, "a number of workers from 1 to 1024")
+        for name in ("worker_timeout", "start_timeout"):
+            check_range(self, name, 0.1, MAX_SECONDS, "seconds from 0.1 to 1e8")
+        check_range(self, "graceful_timeout", 0, MAX_SECONDS, "seconds from 0 to 1e8")
+        for name in ("max_requests", "max_requests_jitter"):
+            check_range(self, name, 0, 10**12, "a number of requests, 0 for none")
+
+
+class Workers(Plugin):
+    """Starts, supervises and stops the workers that serve ``sockets``.
+
+    ``site`` says what a worker serves (JSON-able; see ``worker.py``).
+    Signal handlers are installed by ``subscribe()`` in the main thread and
+    put back by ``unsubscribe()``; ``status_file`` is opened at start before
+    privileges drop and rewritten in place whenever the workers change.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        sockets: Sequence[Sockets],
+        site: Mapping[str, Any],
+        options: WorkersOptions | None = None,
+        *,
+        terminal_hangup_exits: bool = True,
+    ) -> None:
+        super().__init__(bus)
+        self.sockets = tuple(sockets)
+        self.site = dict(site)
+        self.options = options or WorkersOptions()
+        self.terminal_hangup_exits = terminal_hangup_exits
+        self.pool: Pool | None = None
+        self._previous: list[tuple[signal.Signals, Handler]] = []
+        self._status_fd: int | None = None
+        self._status_lock = threading.Lock()
+        self._notified: int | None = None
+
+    def subscribe(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise StateError(
+                "the Workers plugin installs signal handlers: subscribe it in the main thread"
+            )
+        super().subscribe()
+        self.bus.subscribe("start", self._open_status, _STATUS_ORDER)
+        self.bus.subscribe("stop", self._close_status, _STATUS_ORDER)
+        if self._previous:
+            return
+        for signum, handler in (
+            (signal.SIGHUP, self._hangup),
+            (signal.SIGTTIN, lambda _s, _f: self._resize(1)),
+            (signal.SIGTTOU, lambda _s, _f: self._resize(-1)),
+        ):
+            self._previous.append((signum, signal.signal(signum, handler)))
+
+    def unsubscribe(self) -> None:
+        while self._previous:
+            signum, previous = self._previous.pop()
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self.bus.unsubscribe("stop", self._close_status)
+        self.bus.unsubscribe("start", self._open_status)
+        super().unsubscribe()
+
+    # -- signal handlers: record, never act ----------------------------------
+
+    def _hangup(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.terminal_hangup_exits and (os.isatty(0) or os.isatty(1)):
+            self.bus.request_exit()  # the terminal went away
+        elif self.pool is not None:
+            self.pool.request_restart()
+
+    def _resize(self, change: int) -> None:
+        if self.pool is not None:
+            self.pool.request_resize(change)
+
+    # -- the bus --------------------------------------------------------------
+
+    @priority(StartOrder.SERVERS)
+    def start(self) -> None:
+        options = self.options
+        listeners = [
+            (listener.address.spec, listener.socket)
+            for sockets in self.sockets
+            for listener in sockets.listeners
+        ]
+        record = {
+            "site": self.site,
+            "heartbeat": _heartbeat_interval(options.worker_timeout),
+            "max_requests": options.max_requests,
+            "max_requests_jitter": options.max_requests_jitter,
+        }
+        self.pool = Pool(
+            wanted=options.workers,
+            listeners=listeners,
+            record=record,
+            worker_timeout=options.worker_timeout,
+            start_timeout=options.start_timeout,
+            graceful_timeout=options.graceful_timeout,
+            log=self.bus.log,
+            changed=self._changed,
+        )
+        self.pool.start()
+        why = self.pool.wait_started(options.start_timeout + 5.0)
+        if why is not None:
+            raise ProcessError(f"The workers did not start: {why} (see its log above)")
+        urls = [listener.url for sockets in self.sockets for listener in sockets.listeners]
+        self.bus.log(f"{options.workers} worker(s) serving on {', '.join(urls)}")
+
+    @priority(StartOrder.SERVERS)
+    def stop(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        pool.hold()
+        deadline = time.monotonic() + self.options.graceful_timeout
+        if not self.bus.restarting and pool.serving():
+            # The sockets are shared: the master holds off new connections
+            # while the workers still accept what is queued, then stops them.
+            for sockets in self.sockets:
+                sockets.hold_off()
+            for sockets in self.sockets:
+                if not sockets.wait_drained(deadline):
+                    self.bus.log("Connections still queued at the graceful timeout", WARNING)
+        pool.stop(self.options.graceful_timeout + 30.0)
+
+    def graceful(self) -> None:
+        """Pass the graceful reload (reopen logs) on to every worker, as SIGUSR1."""
+        if self.pool is not None:
+            self.pool.signal_all(signal.SIGUSR1)
+
+    # -- status -----------------------------------------------------------------
+
+    def _open_status(self) -> None:
+        path = self.options.status_file
+        if path is None or self._status_fd is not None:
+            return
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self._status_fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise ProcessError(
+                f"Cannot open the workers' status file {path!r}: {exc.strerror}"
+            ) from exc
+
+    def _close_status(self) -> None:
+        fd, self._status_fd = self._status_fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        if self.options.status_file is not None and not self.bus.restarting:
+            with contextlib.suppress(OSError):  # privileges dropped: a stale file is harmless
+                os.unlink(self.options.status_file)
+
+    def _changed(self) -> None:
+        pool = self.pool
+        if pool is None:
+            return
+        workers = pool.snapshot()
+        self._write_status({"master": os.getpid(), "workers": [w.status() for w in workers]})
+        serving = sum(1 for w in workers if w.state == "serving")
+        if serving != self._notified and os.environ.get("NOTIFY_SOCKET"):
+            self._notified = serving
+            from ..plugins.systemd import notify
+
+            with contextlib.suppress(ProcessError):
+                notify(f"STATUS={serving} of {pool.wanted} worker(s) serving")
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        with self._status_lock:
+            fd = self._status_fd
+            if fd is None:
+                return
+            data = json.dumps(status, separators=(",", ":")).encode()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, data, 0)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError as exc:
+                self.bus.log(f"Cannot write the workers' status: {exc.strerror}", WARNING)
+
+
+def _heartbeat_interval(timeout: float) -> float:
+    """A worker beats four times per timeout: one late beat is no death sentence."""
+    return min(timeout / 4, 5.0)
+
+
+def read_status(path: str, master: int) -> list[dict[str, Any]] | None:
+    """The workers listed in ``path`` by the master ``master``; None if it lists none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        with os.fdopen(os.dup(fd), "rb") as file:
+            text = file.read()
+    finally:
+        os.close(fd)
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(status, dict) or status.get("master") != master:
+        return None
+    workers = status.get("workers")
+    return workers if isinstance(workers, list) else None

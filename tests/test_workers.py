@@ -1,0 +1,331 @@
+"""Worker processes under a master (``sitebus serve --workers N``), all real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import CHILDREN, WAIT, Child
+from test_serve import slow_clients
+from test_servers import get
+
+Spawn = Callable[..., Child]
+
+# ``/`` answers "vVERSION PID"; ``/slow?MS`` appends a line to ./in-flight, then
+# answers after MS milliseconds. (Workers inherit no report pipe from the test.)
+VERSION_APP = """import os
+import time
+
+VERSION = {version}
+{extra}
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        with open("in-flight", "a") as marks:
+            marks.write("x\\n")
+        time.sleep(int(environ["QUERY_STRING"]) / 1000)
+    body = f"v{{VERSION}} {{os.getpid()}}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def write_app(folder: Path, version: int, extra: str = "") -> None:
+    (folder / "version_app.py").write_text(VERSION_APP.format(version=version, extra=extra))
+
+
+def until(child: Child, prefix: str, timeout: float = WAIT) -> str:
+    """Skip the master's log lines until one starts with ``prefix``; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = child.next_report(max(0.0, deadline - time.monotonic()))
+        if line.startswith(prefix):
+            return line
+
+
+def master(
+    spawn: Spawn, folder: Path, *extra: str, workers: int = 2
+) -> tuple[Child, int, list[int]]:
+    """A master serving ``folder``'s version_app with ``workers`` workers (v1 unless
+    written already); the child, its port, the worker PIDs."""
+    if not (folder / "version_app.py").exists():
+        write_app(folder, 1)
+    args = [str(CHILDREN / "workers_reporting.py"), "version_app:app", "--bind", "127.0.0.1:0"]
+    args += ["--workers", str(workers), *extra]
+    child = spawn(args, cwd=folder)
+    pids = []
+    while True:
+        line = until(child, "")
+        if line.startswith("Worker ") and line.endswith(" serving"):
+            pids.append(int(line.split()[1]))
+        elif " worker(s) serving on http://127.0.0.1:" in line:
+            return child, int(line.rsplit(":", 1)[1]), pids
+
+
+def new_worker(child: Child, old: list[int]) -> int:
+    """The PID of the next worker, not in ``old``, that the master says serves."""
+    while True:
+        words = until(child, "Worker ").split()
+        if words[2:] == ["serving"] and int(words[1]) not in old:
+            return int(words[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child of the dead master counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
+        threading.Event().wait(0.02)  # polling /proc: no event tells a non-parent of an exit
+
+
+def answering_pid(port: int) -> int:
+    status, body = get(port)
+    assert status == 200
+    return int(body.split()[-1])
+
+
+@pytest.fixture
+def killer() -> Iterator[list[int]]:
+    """PIDs to kill after the test, whatever happened: workers are not the test's children."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stop(child: Child, pids: list[int]) -> None:
+    child.signal(signal.SIGTERM)
+    until(child, "exited 0")
+    assert child.wait() == 0, child.output()
+    wait_gone(pids)
+
+
+def test_two_workers_serve_from_two_processes_and_sigterm_leaves_nothing(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """Requests reach both workers, never the master; SIGTERM ends every process, status 0."""
+    child, port, pids = master(spawn, tmp_path)
+    killer += pids
+    assert len(set(pids)) == 2 and child.pid not in pids
+    seen = {answering_pid(port) for _ in range(200)}
+    assert seen <= set(pids)
+    stop(child, pids)
+
+
+def test_sigterm_drains_slow_requests_on_every_worker(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """Requests in flight in the workers complete; the master exits 0 once they are gone."""
+    child, port, pids = master(spawn, tmp_path)
+    killer += pids
+    threads, results = slow_clients(port, 6, "/slow?1500")
+    marks = tmp_path / "in-flight"
+    deadline = time.monotonic() + WAIT
+    while not marks.exists() or len(marks.read_text().split()) < 6:
+        assert time.monotonic() < deadline, "the slow requests never arrived"
+        threading.Event().wait(0.01)  # polling the app's marks, within a bound
+    child.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == [200] * 6, child.output()
+    until(child, "exited 0")
+    assert child.wait() == 0
+    wait_gone(pids)
+
+
+def test_a_worker_killed_outright_is_replaced_and_logged(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    child, port, pids = master(spawn, tmp_path)
+    killer += pids
+    os.kill(pids[0], signal.SIGKILL)
+    line = until(child, f"Worker {pids[0]} exited")
+    assert line == f"Worker {pids[0]} exited unexpectedly (killed by SIGKILL); starting another"
+    new = new_worker(child, pids)
+    killer.append(new)
+    assert {answering_pid(port) for _ in range(100)} <= {pids[1], new}
+    stop(child, [pids[1], new])
+
+
+def test_a_wedged_worker_is_killed_after_its_heartbeat_timeout_and_replaced(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """A stopped process sends no heartbeat: the master kills it, says why, starts another."""
+    child, port, pids = master(spawn, tmp_path, "--worker-timeout", "1")
+    killer += pids
+    os.kill(pids[0], signal.SIGSTOP)
+    line = until(child, f"Worker {pids[0]}: ")
+    assert line == f"Worker {pids[0]}: no heartbeat for 1 s: killing it (SIGKILL)"
+    new = new_worker(child, pids)
+    killer.append(new)
+    wait_gone([pids[0]])
+    assert answering_pid(port) in {pids[1], new}
+    stop(child, [pids[1], new])
+
+
+def test_workers_stop_by_themselves_when_the_master_is_killed(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    child, _port, pids = master(spawn, tmp_path)
+    killer += pids
+    child.process.kill()
+    child.wait()
+    wait_gone(pids)
+
+
+def test_rolling_restart_under_a_client_loop_fails_no_request_and_serves_the_new_code(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """SIGHUP: new worker first, then one old one stops; every request of the loop succeeds."""
+    write_app(tmp_path, 1)
+    child, port, pids = master(spawn, tmp_path)
+    killer += pids
+    failures: list[BaseException] = []
+    answers: list[bytes] = []
+    done = threading.Event()
+
+    def client_loop() -> None:
+        while not done.is_set():
+            try:
+                status, body = get(port)  # a new connection each time
+                assert status == 200, status
+                answers.append(body)
+            except Exception as exc:
+                failures.append(exc)
+
+    client = threading.Thread(target=client_loop)
+    client.start()
+    try:
+        write_app(tmp_path, 2)
+        child.signal(signal.SIGHUP)
+        until(child, "Rolling restart: replacing 2 worker(s)")
+        new_pids = []
+        for _ in pids:
+            line = until(child, "Worker ")
+            assert line.endswith(" started"), line  # the new one starts before an old one stops
+            new_pids.append(int(line.split()[1]))
+            killer.append(new_pids[-1])
+            until(child, f"Worker {new_pids[-1]} serving")
+            until(child, "Worker ")  # an old one exits, replaced
+        until(child, "Rolling restart done")
+    finally:
+        done.set()
+        client.join(WAIT)
+    assert failures == [], failures[:3]
+    assert len(answers) > 20
+    assert {answering_pid(port) for _ in range(50)} <= set(new_pids)
+    assert get(port)[1].startswith(b"v2 ")
+    wait_gone(pids)
+    stop(child, new_pids)
+
+
+def test_a_new_worker_that_fails_to_start_stops_the_rollout_and_the_old_ones_serve(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    write_app(tmp_path, 1)
+    child, port, pids = master(spawn, tmp_path)
+    killer += pids
+    write_app(tmp_path, 2, extra="raise RuntimeError('broken deploy')")
+    child.signal(signal.SIGHUP)
+    line = until(child, "Rolling restart stopped: ")
+    assert "before it accepted; the old workers keep serving" in line
+    assert "broken deploy" in child.stderr()
+    assert {answering_pid(port) for _ in range(30)} <= set(pids)
+    assert get(port)[1].startswith(b"v1 ")
+    stop(child, pids)
+
+
+def test_sigttin_adds_a_worker_and_sigttou_removes_the_oldest(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    child, _port, pids = master(spawn, tmp_path)
+    killer += pids
+    child.signal(signal.SIGTTIN)
+    until(child, "Workers wanted: 3")
+    third = new_worker(child, pids)
+    killer.append(third)
+    child.signal(signal.SIGTTOU)
+    until(child, "Workers wanted: 2")
+    line = until(child, f"Worker {pids[0]} exited")
+    assert line.endswith("after the number of workers went down")
+    stop(child, [pids[1], third])
+
+
+def test_max_requests_recycles_a_worker_gracefully(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    child, port, pids = master(spawn, tmp_path, "--max-requests", "5")
+    killer += pids
+    statuses = [get(port)[0] for _ in range(12)]
+    assert statuses == [200] * 12
+    line = until(child, "Worker ")
+    assert line.endswith(" stopping by itself"), line
+    stop(child, pids)
+
+
+def test_status_lists_the_workers_with_their_requests_and_memory(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "site.pid"
+    child, port, pids = master(
+        spawn, tmp_path, "--pidfile", str(pidfile), "--worker-timeout", "0.4"
+    )
+    killer += pids
+    for _ in range(10):
+        get(port)
+    deadline = time.monotonic() + WAIT
+    while True:  # the next heartbeats carry the counts
+        out = subprocess.run(
+            [sys.executable, "-m", "sitebus", "status", "--pidfile", str(pidfile)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=True,
+        ).stdout
+        lines = out.splitlines()
+        rows = {int(row.split()[0]): row.split() for row in lines[2:]}
+        if sum(int(row[2]) for row in rows.values()) == 10 or time.monotonic() > deadline:
+            break
+        threading.Event().wait(0.1)
+    assert lines[0] == str(child.pid)
+    assert lines[1].split() == ["PID", "AGE", "REQUESTS", "RSS", "STATE"]
+    assert set(rows) == set(pids)
+    assert sum(int(row[2]) for row in rows.values()) == 10, out
+    assert all(row[3].endswith("MiB") and row[4] == "serving" for row in rows.values()), out
+    stop(child, pids)
+
+
+def test_a_worker_that_cannot_import_the_app_fails_the_start_in_one_line(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    write_app(tmp_path, 1, extra="raise RuntimeError('broken at import')")
+    args = [sys.executable, "-m", "sitebus", "serve", "version_app:app"]
+    args += ["--bind", "127.0.0.1:0", "--workers", "2"]
+    result = subprocess.run(
+        args, cwd=tmp_path, capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sitebus: error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("sitebus: error: The workers did not start: worker ")
+    worker = int(errors[0].split()[7])
+    assert f'sitebus worker {worker}: error: Error importing "version_app:app"' in result.stderr
+    assert "broken at import" in result.stderr
