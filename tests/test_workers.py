@@ -326,6 +326,6 @@ def test_a_worker_that_cannot_import_the_app_fails_the_start_in_one_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("sitebus: error:")]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith("sitebus: error: The workers did not start: worker ")
-    worker = int(errors[0].split()[7])
+    worker = int(errors[0].split()[8])
     assert f'sitebus worker {worker}: error: Error importing "version_app:app"' in result.stderr
     assert "broken at import" in result.stderr
