@@ -59,9 +59,13 @@ def master(
     written already); the child, its port, the worker PIDs."""
     if not (folder / "version_app.py").exists():
         write_app(folder, 1)
-    args = [str(CHILDREN / "workers_reporting.py"), "version_app:app", "--bind", "127.0.0.1:0"]
-    args += ["--workers", str(workers), *extra]
-    child = spawn(args, cwd=folder)
+    args = [str(CHILDREN / "workers_reporting.py"), "serve", "version_app:app"]
+    args += ["--bind", "127.0.0.1:0", "--workers", str(workers), *extra]
+    return started(spawn(args, cwd=folder))
+
+
+def started(child: Child) -> tuple[Child, int, list[int]]:
+    """``child`` once its master says every worker serves: it, its port, the worker PIDs."""
     pids = []
     while True:
         line = until(child, "")
@@ -329,3 +333,55 @@ def test_a_worker_that_cannot_import_the_app_fails_the_start_in_one_line(
     worker = int(errors[0].split()[8])
     assert f'sitebus worker {worker}: error: Error importing "version_app:app"' in result.stderr
     assert "broken at import" in result.stderr
+
+
+OPENED = """import os
+
+from sitebus import Plugin
+
+
+class Opened(Plugin):
+    # An app plugin: records, in path, the PID of each process that starts it.
+
+    def __init__(self, bus, path):
+        super().__init__(bus)
+        self.path = path
+
+    def start(self):
+        with open(self.path, "a") as opened:
+            opened.write(f"{os.getpid()}\\n")
+"""
+
+SITE = """[site]
+workers = 2
+graceful_timeout = 5
+
+[[server]]
+bind = "127.0.0.1:0"
+
+[[app]]
+mount = "/"
+wsgi = "version_app:app"
+
+[[plugin]]
+use = "opened:Opened"
+path = "opened.txt"
+"""
+
+
+def test_run_with_site_workers_runs_the_app_plugins_once_per_worker_and_none_in_the_master(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    write_app(tmp_path, 1)
+    (tmp_path / "opened.py").write_text(OPENED)
+    (tmp_path / "site.toml").write_text(SITE)
+    args = [str(CHILDREN / "workers_reporting.py"), "run", "site.toml", "--set", "site.name=two"]
+    child, port, pids = started(spawn(args, cwd=tmp_path))
+    killer += pids
+    opened = [int(pid) for pid in (tmp_path / "opened.txt").read_text().split()]
+    assert sorted(opened) == sorted(pids)
+    assert {answering_pid(port) for _ in range(100)} <= set(pids)
+    child.signal(signal.SIGHUP)
+    until(child, "Rolling restart done")
+    assert len((tmp_path / "opened.txt").read_text().split()) == 4
+    stop(child, pids)

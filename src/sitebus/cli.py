@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
         daemonize=args.daemonize,
         pidfile=args.pidfile,
     )
-    return run(config, log_level=args.log_level)
+    return run(config, log_level=args.log_level, overrides=args.overrides)
 
 
 def _check(args: argparse.Namespace) -> int:

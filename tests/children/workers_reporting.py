@@ -1,6 +1,6 @@
-"""``sitebus serve`` (run with ``--workers``) that reports every line of the master's own log.
+"""``sitebus serve`` or ``run`` (with workers) that reports every line of the master's own log.
 
-Run as ``workers_reporting.py <serve arguments>``. The workers write to the
+Run as ``workers_reporting.py serve|run <arguments>``. The workers write to the
 same standard error, but as ``sitebus.worker.PID``: only the master's lines
 (``sitebus:``) are reported, message only, then ``exited STATUS``.
 """
@@ -34,6 +34,6 @@ class _Tee:
 
 if __name__ == "__main__":
     sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]  # write and flush are all it needs
-    status = main(["serve", *sys.argv[1:]])
+    status = main(sys.argv[1:])
     report(f"exited {status}")
     sys.exit(status)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._check import SiteImports
     from .config import ServerSection, SiteConfig
 
-__all__ = ["Site", "assemble", "engine_for", "site_bus"]
+__all__ = ["Site", "assemble", "engine_for", "process_plugins", "site_bus", "sockets_options"]
 
 # What a stop needs beyond the graceful timeouts: lifespan shutdowns, the
 # other listeners, the engines' clean-up.
@@ -116,6 +116,7 @@ def assemble(
     stand_in: Any = None,
     on_lifespan_failure: Callable[[AppError], object] | None = None,
     hosted: bool = False,
+    make_sockets: Callable[[Bus, SocketsOptions], Sockets] = Sockets,
 ) -> Site:
     """Make every plugin ``config`` asks for on ``bus``; subscribe none of them.
 
@@ -126,7 +127,9 @@ def assemble(
     failing its start. ``hosted``: another process serves the apps and owns
     the process (``sitebus.hosted``), so no servers, sockets or process-wide
     plugins (signals, daemon, PID file, privileges, autoreload) are made,
-    whatever ``config`` says. Raises ``ConfigError`` for an engine that cannot
+    whatever ``config`` says. ``make_sockets`` makes each server's
+    ``Sockets`` plugin: a worker's adopt the master's sockets
+    (``sitebus.workers``). Raises ``ConfigError`` for an engine that cannot
     honour a server's options and ``MissingExtraError`` for an engine that is
     not installed.
     """
@@ -139,7 +142,7 @@ def assemble(
             from ..servers._failed_app import FailedStartupServes500
 
             app = FailedStartupServes500(app, on_lifespan_failure)
-    plugins: list[Plugin] = [] if hosted else _process_plugins(config, bus)
+    plugins: list[Plugin] = [] if hosted else process_plugins(config, bus)
     tasks = None
     if config.tasks is not None:
         from ..plugins.tasks import Tasks
@@ -148,12 +151,7 @@ def assemble(
         plugins.append(tasks)
     all_sockets, servers = [], []
     for index, section in enumerate(() if hosted else config.servers):
-        sockets = Sockets(
-            bus,
-            SocketsOptions(
-                binds=section.binds, backlog=section.backlog, unix_mode=section.unix_mode
-            ),
-        )
+        sockets = make_sockets(bus, sockets_options(section))
         engine = load_engine(engine_for(section, kind))
         options = ServerOptions(
             graceful_timeout=config.site.graceful_timeout,
@@ -175,7 +173,12 @@ def assemble(
     return Site(bus, config, kind, app, tuple(all_sockets), tuple(servers), tuple(plugins), tasks)
 
 
-def _process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:
+def sockets_options(section: ServerSection) -> SocketsOptions:
+    """What the ``Sockets`` plugin of a ``[[server]]`` binds."""
+    return SocketsOptions(binds=section.binds, backlog=section.backlog, unix_mode=section.unix_mode)
+
+
+def process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:
     """The process-wide services the file's sections ask for, imported only when asked."""
     plugins: list[Plugin] = []
     if config.signals is not None:

@@ -93,8 +93,9 @@ class Workers(Plugin):
     """Starts, supervises and stops the workers that serve ``sockets``.
 
     ``site`` says what a worker serves (JSON-able; see ``worker.py``).
-    Signal handlers are installed by ``subscribe()`` in the main thread and
-    put back by ``unsubscribe()``; ``status_file`` is opened at start before
+    Signal handlers (SIGHUP unless ``handle_hangup`` is False: the site maps
+    it to something else) are installed by ``subscribe()`` in the main thread
+    and put back by ``unsubscribe()``; ``status_file`` is opened at start before
     privileges drop and rewritten in place whenever the workers change.
     """
 
@@ -105,12 +106,14 @@ class Workers(Plugin):
         site: Mapping[str, Any],
         options: WorkersOptions | None = None,
         *,
+        handle_hangup: bool = True,
         terminal_hangup_exits: bool = True,
     ) -> None:
         super().__init__(bus)
         self.sockets = tuple(sockets)
         self.site = dict(site)
         self.options = options or WorkersOptions()
+        self.handle_hangup = handle_hangup
         self.terminal_hangup_exits = terminal_hangup_exits
         self.pool: Pool | None = None
         self._previous: list[tuple[signal.Signals, Handler]] = []
@@ -128,11 +131,13 @@ class Workers(Plugin):
         self.bus.subscribe("stop", self._close_status, _STATUS_ORDER)
         if self._previous:
             return
-        for signum, handler in (
-            (signal.SIGHUP, self._hangup),
+        handlers: list[tuple[signal.Signals, Handler]] = [
             (signal.SIGTTIN, lambda _s, _f: self._resize(1)),
             (signal.SIGTTOU, lambda _s, _f: self._resize(-1)),
-        ):
+        ]
+        if self.handle_hangup:
+            handlers.append((signal.SIGHUP, self._hangup))
+        for signum, handler in handlers:
             self._previous.append((signum, signal.signal(signum, handler)))
 
     def unsubscribe(self) -> None:

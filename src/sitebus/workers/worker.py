@@ -245,7 +245,8 @@ def _serve(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: 
 
 def _run(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: MasterLink) -> int:
     """``sitebus run``'s site: the site file's servers, apps and app plugins."""
-    from ..site.run import configure, run_worker
+    from ..site.run import configure
+    from .run import run_worker
 
     config = configure(site["site_file"], site.get("overrides", ()))
 
