@@ -385,3 +385,31 @@ def test_run_with_site_workers_runs_the_app_plugins_once_per_worker_and_none_in_
     until(child, "Rolling restart done")
     assert len((tmp_path / "opened.txt").read_text().split()) == 4
     stop(child, pids)
+
+
+def test_a_worker_started_by_hand_says_it_needs_a_master() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sitebus.workers.worker"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("sitebus worker: error: not started by a sitebus master")
+
+
+def test_max_requests_without_workers_is_refused_in_one_line(tmp_path: Path) -> None:
+    write_app(tmp_path, 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "sitebus", "serve", "version_app:app", "--max-requests", "9"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "sitebus: error: --max-requests recycles worker processes: it needs --workers above 1\n"
+    )

@@ -376,6 +376,8 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers == 1 and (args.max_requests or args.max_requests_jitter):
+        raise ConfigError("--max-requests recycles worker processes: it needs --workers above 1")
     if args.workers > 1:
         if args.reload:
             raise ConfigError(

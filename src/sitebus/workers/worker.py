@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import select
+import signal
 import socket
 import sys
 import threading
@@ -172,6 +173,9 @@ class MasterLink(Plugin):
 
 def main() -> int:
     """Serve what the master's record says until stopped; return the exit status."""
+    # Ctrl-C at the terminal reaches the whole group: the master alone decides
+    # what it means, also while this worker still imports the app.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     record = _protocol.take_record()
     if record is None:
         print(
