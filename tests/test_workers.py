@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,6 +91,23 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def ps_children(parent: int) -> list[tuple[int, str]]:
+    """The live children of ``parent``: PID and command line."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.append((int(entry), command))
+    return found
 
 
 def wait_gone(pids: list[int], timeout: float = WAIT) -> None:
@@ -314,7 +332,19 @@ def test_status_lists_the_workers_with_their_requests_and_memory(
     assert set(rows) == set(pids)
     assert sum(int(row[2]) for row in rows.values()) == 10, out
     assert all(row[3].endswith("MiB") and row[4] == "serving" for row in rows.values()), out
-    stop(child, pids)
+    reload = subprocess.run(
+        [sys.executable, "-m", "sitebus", "reload", "--pidfile", str(pidfile)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert reload.stdout == f"sent SIGHUP to PID {child.pid}\n"
+    until(child, "Rolling restart done")
+    new_pids = [pid for pid, _ in ps_children(child.pid)]
+    killer += new_pids
+    assert not set(new_pids) & set(pids)
+    stop(child, new_pids)
 
 
 def test_a_worker_that_cannot_import_the_app_fails_the_start_in_one_line(
@@ -413,3 +443,27 @@ def test_max_requests_without_workers_is_refused_in_one_line(tmp_path: Path) -> 
     assert result.stderr == (
         "sitebus: error: --max-requests recycles worker processes: it needs --workers above 1\n"
     )
+
+
+def test_systemd_hears_ready_once_every_worker_accepts_and_how_many_serve(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """READY=1 comes after both workers said ready; STATUS= counts them; workers stay silent."""
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify.sock"))
+    receiver.settimeout(WAIT)
+    try:
+        write_app(tmp_path, 1)
+        args = [str(CHILDREN / "workers_reporting.py"), "serve", "version_app:app"]
+        args += ["--bind", "127.0.0.1:0", "--workers", "2"]
+        child = spawn(args, cwd=tmp_path, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        messages = []
+        while "READY=1" not in (message := receiver.recv(4096).decode()):
+            messages.append(message)
+        _, port, pids = started(child)
+        killer += pids
+        assert "STATUS=2 of 2 worker(s) serving" in messages, messages
+        assert answering_pid(port) in pids
+        stop(child, pids)
+    finally:
+        receiver.close()
