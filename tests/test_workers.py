@@ -445,10 +445,11 @@ def test_max_requests_without_workers_is_refused_in_one_line(tmp_path: Path) -> 
     )
 
 
-def test_systemd_hears_ready_once_every_worker_accepts_and_how_many_serve(
+def test_systemd_hears_ready_once_every_worker_accepts_how_many_serve_and_the_reload(
     spawn: Spawn, killer: list[int], tmp_path: Path
 ) -> None:
-    """READY=1 comes after both workers said ready; STATUS= counts them; workers stay silent."""
+    """READY=1 comes after both workers said ready, STATUS= counts them, and a rolling
+    restart is systemd's reload: RELOADING=1, then READY=1 once every worker is replaced."""
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(tmp_path / "notify.sock"))
     receiver.settimeout(WAIT)
@@ -463,7 +464,17 @@ def test_systemd_hears_ready_once_every_worker_accepts_and_how_many_serve(
         _, port, pids = started(child)
         killer += pids
         assert "STATUS=2 of 2 worker(s) serving" in messages, messages
+        assert receiver.recv(4096).decode() == "STATUS=2 of 2 worker(s) serving"
         assert answering_pid(port) in pids
-        stop(child, pids)
+        child.signal(signal.SIGHUP)  # the reload of a Type=notify-reload unit
+        reloading = receiver.recv(4096).decode().split("\n")
+        assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+        while not (message := receiver.recv(4096).decode()).startswith("READY=1"):
+            pass
+        assert message == "READY=1\nSTATUS=2 of 2 worker(s) serving"
+        until(child, "Rolling restart done")
+        new_pids = [pid for pid, _ in ps_children(child.pid)]
+        killer += new_pids
+        stop(child, new_pids)
     finally:
         receiver.close()

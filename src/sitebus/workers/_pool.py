@@ -216,6 +216,11 @@ class Pool:
         with self._lock:
             return sorted(self._workers.values(), key=lambda w: w.started)
 
+    @property
+    def rolling(self) -> bool:
+        """Whether a rolling restart is under way."""
+        return self._rollout
+
     def serving(self) -> int:
         return sum(1 for w in self.snapshot() if w.state == "serving")
 
@@ -270,6 +275,7 @@ class Pool:
             self._log(
                 f"Rolling restart: replacing {len(self._live())} worker(s) one at a time", INFO
             )
+            self._changed()
         change, self._resize_request = self._resize_request, 0
         if change:
             self.wanted = max(1, self.wanted + change)
@@ -301,8 +307,10 @@ class Pool:
             worker.state = "serving"
             self._crashes = 0
             self._log(f"Worker {worker.pid} serving", INFO)
+            self._changed()  # before the start may end: the status counts it first
             with self._started:
                 self._started.notify_all()
+            return
         elif message.kind == "stopping" and worker.state != "stopping":
             self._log(f"Worker {worker.pid} stopping by itself", INFO)
             self._mark_stopping(worker, "it stopped by itself")
@@ -343,6 +351,7 @@ class Pool:
                 "accepted; the old workers keep serving",
                 ERROR,
             )
+            self._changed()
             return
         self._crashes += 1
         backoff = min(_BACKOFF_FIRST * 2 ** (self._crashes - 1), _BACKOFF_MAX)
@@ -416,6 +425,7 @@ class Pool:
                 return  # the last old worker is still stopping
             self._rollout = False
             self._log("Rolling restart done", INFO)
+            self._changed()
         if len(live) < self.wanted and time.monotonic() >= self._next_start:
             self._spawn()
         elif len(live) > self.wanted and not booting:

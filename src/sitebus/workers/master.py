@@ -35,7 +35,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._options import MAX_SECONDS, Options, check_range
-from ..bus import WARNING
+from ..bus import WARNING, State
 from ..errors import ProcessError, StateError
 from ..plugin import Plugin, StartOrder, priority
 from ._pool import Pool
@@ -120,6 +120,7 @@ class Workers(Plugin):
         self._status_fd: int | None = None
         self._status_lock = threading.Lock()
         self._notified: int | None = None
+        self._rolling = False
 
     def subscribe(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -238,6 +239,12 @@ class Workers(Plugin):
             with contextlib.suppress(OSError):  # privileges dropped: a stale file is harmless
                 os.unlink(self.options.status_file)
 
+    @priority(StartOrder.SERVERS)
+    def state(self, state: State) -> None:
+        """Once started, say how many serve: after the systemd plugin's ``STATUS=started``."""
+        if state is State.STARTED and self.pool is not None:
+            self._notify(f"STATUS={self.pool.serving()} of {self.pool.wanted} worker(s) serving")
+
     def _changed(self) -> None:
         pool = self.pool
         if pool is None:
@@ -245,12 +252,27 @@ class Workers(Plugin):
         workers = pool.snapshot()
         self._write_status({"master": os.getpid(), "workers": [w.status() for w in workers]})
         serving = sum(1 for w in workers if w.state == "serving")
-        if serving != self._notified and os.environ.get("NOTIFY_SOCKET"):
-            self._notified = serving
-            from ..plugins.systemd import notify
+        status = f"STATUS={serving} of {pool.wanted} worker(s) serving"
+        if pool.rolling != self._rolling:
+            # systemd's reload protocol (Type=notify-reload): a rolling restart
+            # is the reload, over once every worker is replaced (or it stopped).
+            self._rolling = pool.rolling
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            reload = f"RELOADING=1\nMONOTONIC_USEC={usec}" if pool.rolling else "READY=1"
+            self._notify(f"{reload}\n{status}")
+        elif serving != self._notified:
+            self._notify(status)
+        self._notified = serving
 
-            with contextlib.suppress(ProcessError):
-                notify(f"STATUS={serving} of {pool.wanted} worker(s) serving")
+    def _notify(self, message: str) -> None:
+        if not os.environ.get("NOTIFY_SOCKET"):
+            return
+        from ..plugins.systemd import notify
+
+        try:
+            notify(message)
+        except ProcessError as exc:
+            self.bus.log(str(exc), WARNING)
 
     def _write_status(self, status: dict[str, Any]) -> None:
         with self._status_lock:
