@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from ._check import SiteImports
     from .config import ServerSection, SiteConfig
 
-__all__ = ["Site", "assemble", "engine_for", "process_plugins", "site_bus", "sockets_options"]
+__all__ = [
+    "Site",
+    "assemble",
+    "engine_for",
+    "process_plugins",
+    "site_bus",
+    "sockets_options",
+]
 
 # What a stop needs beyond the graceful timeouts: lifespan shutdowns, the
 # other listeners, the engines' clean-up.
@@ -47,8 +54,9 @@ def engine_for(server: ServerSection, kind: str) -> str:
     return "uvicorn" if kind == "asgi" else "cheroot"
 
 
-def site_bus(config: SiteConfig) -> Bus:
-    """A bus whose bounds leave every server of ``config`` its graceful timeout.
+def site_bus(config: SiteConfig, bus_class: type[Bus] | None = None) -> Bus:
+    """A bus (a ``bus_class``, by default a ``Bus``) whose bounds leave every server of
+    ``config`` its graceful timeout.
 
     Servers stop one after the other, each waiting up to ``graceful_timeout``
     for its requests in flight: a whole exit may take that long per server.
@@ -56,7 +64,7 @@ def site_bus(config: SiteConfig) -> Bus:
     from ..bus import Bus
 
     graceful = config.site.graceful_timeout
-    return Bus(
+    return (bus_class or Bus)(
         listener_timeout=graceful + STOP_MARGIN,
         exit_timeout=graceful * len(config.servers) + 2 * STOP_MARGIN,
     )

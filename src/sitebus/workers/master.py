@@ -9,16 +9,12 @@ interpreter handed the sockets (see ``_protocol``), and its start returns
 once every one of them accepts, so the bus is STARTED (and systemd told
 ``READY=1``) only then.
 
-Signals, on top of the ``Signals`` plugin's (SIGTERM, SIGINT, SIGUSR1):
-
-- SIGHUP: a rolling restart, new worker before old, one at a time; the
-  master itself is not re-executed (a SIGHUP while on a terminal exits, as
-  the ``Signals`` plugin has it);
-- SIGTTIN and SIGTTOU: one worker more, one fewer (never fewer than one).
-
-A restart of the master itself (``bus.restart()``) still re-executes it:
-the workers stop, the sockets stay open across the exec, and the new master
-starts new workers; connections wait in the queue meanwhile.
+On a ``MasterBus`` a restart request is a rolling restart, new worker
+before old, one at a time: SIGHUP through the ``Signals`` plugin (which
+still exits on a terminal's hangup), ``sitebus reload``, ``bus.restart()``
+from any plugin. The master itself is never re-executed: it runs no app
+code, so an app change never needs it. The plugin adds SIGTTIN and SIGTTOU:
+one worker more, one fewer (never fewer than one).
 """
 
 from __future__ import annotations
@@ -35,18 +31,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._options import MAX_SECONDS, Options, check_range
-from ..bus import WARNING, State
+from ..bus import WARNING, Bus, State
 from ..errors import ProcessError, StateError
 from ..plugin import Plugin, StartOrder, priority
 from ._pool import Pool
 
 if TYPE_CHECKING:
-    from ..bus import Bus
     from ..servers.sockets import Sockets
 
     Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
-__all__ = ["Workers", "WorkersOptions", "cpu_count", "read_status"]
+__all__ = ["MasterBus", "Workers", "WorkersOptions", "cpu_count", "read_status"]
 
 _STATUS_ORDER = StartOrder.PIDFILE + 1  # after the PID file, before privileges drop
 
@@ -57,6 +52,24 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
+
+
+class MasterBus(Bus):
+    """A master's bus: asked to restart, it replaces its workers instead of re-executing.
+
+    ``request_restart`` (what SIGHUP, ``restart()`` and autoreload call)
+    hands the request to ``rolling_restart``, which the ``Workers`` plugin
+    sets while its workers run; before they run there is nothing to replace
+    and the request is dropped (the workers about to start load the new
+    code anyway). Signal-safe, like the method it replaces.
+    """
+
+    rolling_restart: Callable[[], None] | None = None
+
+    def request_restart(self) -> None:
+        rolling = self.rolling_restart
+        if rolling is not None:
+            rolling()
 
 
 class WorkersOptions(Options):
@@ -93,28 +106,27 @@ class Workers(Plugin):
     """Starts, supervises and stops the workers that serve ``sockets``.
 
     ``site`` says what a worker serves (JSON-able; see ``worker.py``).
-    Signal handlers (SIGHUP unless ``handle_hangup`` is False: the site maps
-    it to something else) are installed by ``subscribe()`` in the main thread
-    and put back by ``unsubscribe()``; ``status_file`` is opened at start before
+    ``bus`` must be a ``MasterBus``, so that a restart replaces the workers.
+    The SIGTTIN and SIGTTOU handlers are installed by ``subscribe()`` in the
+    main thread and put back by ``unsubscribe()``; ``status_file`` is opened at start before
     privileges drop and rewritten in place whenever the workers change.
     """
 
+    bus: MasterBus
+
     def __init__(
         self,
-        bus: Bus,
+        bus: MasterBus,
         sockets: Sequence[Sockets],
         site: Mapping[str, Any],
         options: WorkersOptions | None = None,
-        *,
-        handle_hangup: bool = True,
-        terminal_hangup_exits: bool = True,
     ) -> None:
+        if not isinstance(bus, MasterBus):
+            raise TypeError("the Workers plugin needs a MasterBus: a restart replaces workers")
         super().__init__(bus)
         self.sockets = tuple(sockets)
         self.site = dict(site)
         self.options = options or WorkersOptions()
-        self.handle_hangup = handle_hangup
-        self.terminal_hangup_exits = terminal_hangup_exits
         self.pool: Pool | None = None
         self._previous: list[tuple[signal.Signals, Handler]] = []
         self._status_fd: int | None = None
@@ -136,8 +148,6 @@ class Workers(Plugin):
             (signal.SIGTTIN, lambda _s, _f: self._resize(1)),
             (signal.SIGTTOU, lambda _s, _f: self._resize(-1)),
         ]
-        if self.handle_hangup:
-            handlers.append((signal.SIGHUP, self._hangup))
         for signum, handler in handlers:
             self._previous.append((signum, signal.signal(signum, handler)))
 
@@ -150,12 +160,6 @@ class Workers(Plugin):
         super().unsubscribe()
 
     # -- signal handlers: record, never act ----------------------------------
-
-    def _hangup(self, _signum: int, _frame: FrameType | None) -> None:
-        if self.terminal_hangup_exits and (os.isatty(0) or os.isatty(1)):
-            self.bus.request_exit()  # the terminal went away
-        elif self.pool is not None:
-            self.pool.request_restart()
 
     def _resize(self, change: int) -> None:
         if self.pool is not None:
@@ -188,6 +192,7 @@ class Workers(Plugin):
             changed=self._changed,
         )
         self.pool.start()
+        self.bus.rolling_restart = self.pool.request_restart
         why = self.pool.wait_started(options.start_timeout + 5.0)
         if why is not None:
             raise ProcessError(f"The workers did not start: {why} (see its log above)")
@@ -199,6 +204,7 @@ class Workers(Plugin):
         pool, self.pool = self.pool, None
         if pool is None:
             return
+        self.bus.rolling_restart = None
         pool.hold()
         deadline = time.monotonic() + self.options.graceful_timeout
         if not self.bus.restarting and pool.serving():

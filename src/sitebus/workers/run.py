@@ -12,34 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from types import MappingProxyType
 
 from .._startup import command_log, pause_collector, resume_collector, start_and_block
 from ..bus import Bus
 from ..errors import ConfigError
-from ..plugins.signals import SignalsOptions
 from ..servers.sockets import Sockets, SocketsOptions
 from ..site.assemble import assemble, process_plugins, site_bus, sockets_options
 from ..site.config import SiteConfig, check_imports
 from ..site.run import level_of
-from .master import Workers, WorkersOptions
+from .master import MasterBus, Workers, WorkersOptions
 from .serve import status_file
 from .worker import WORKER_SIGNALS, MasterLink
 
 __all__ = ["run_master", "run_worker"]
-
-
-def _master_signals(signals: SignalsOptions | None) -> tuple[SignalsOptions, bool]:
-    """The file's signal map for a master, and whether SIGHUP is a rolling restart.
-
-    A SIGHUP that would re-execute a single process replaces the workers
-    instead, one at a time: the ``Workers`` plugin handles it.
-    """
-    signals = signals or SignalsOptions()
-    if signals.actions.get("SIGHUP") != "restart":
-        return signals, False
-    actions = MappingProxyType({**signals.actions, "SIGHUP": "none"})
-    return signals.replace(actions=actions), True
 
 
 def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str | None) -> int:
@@ -49,11 +34,10 @@ def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str |
             f"{config.path}: [autoreload] runs the site in one process: with [site] workers "
             "above 1, turn it off (enabled = false, or --no-reload)"
         )
-    signals, rolling_hangup = _master_signals(config.signals)
-    master_config = config.replace(signals=signals, tasks=None)
-    bus = site_bus(config)
+    bus = site_bus(config, MasterBus)
+    assert isinstance(bus, MasterBus)
     logs, held = command_log(bus, level_of(config, log_level), config.log)
-    plugins = process_plugins(master_config, bus)
+    plugins = process_plugins(config, bus)  # SIGHUP: a restart, which a MasterBus rolls
     sockets = [Sockets(bus, sockets_options(section)) for section in config.servers]
     site = {
         "kind": "run",
@@ -70,14 +54,7 @@ def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str |
         graceful_timeout=config.site.graceful_timeout,
         status_file=status_file(os.fspath(config.pidfile.path) if config.pidfile else None),
     )
-    workers = Workers(
-        bus,
-        sockets,
-        site,
-        options,
-        handle_hangup=rolling_hangup,
-        terminal_hangup_exits=signals.terminal_hangup_exits,
-    )
+    workers = Workers(bus, sockets, site, options)
     subscribed = [*plugins, *sockets, workers]
     try:
         for plugin in subscribed:

@@ -14,15 +14,11 @@ import os
 
 from .. import control
 from .._startup import command_log, start_and_block
-from ..bus import Bus
-from ..plugins.signals import Signals, SignalsOptions
+from ..plugins.signals import Signals
 from ..servers import Sockets, SocketsOptions
-from .master import Workers, WorkersOptions
+from .master import MasterBus, Workers, WorkersOptions
 
-__all__ = ["MASTER_SIGNALS", "serve_workers", "status_file"]
-
-# SIGHUP is the Workers plugin's (a rolling restart), not a re-exec.
-MASTER_SIGNALS = SignalsOptions(actions={"SIGHUP": "none"})
+__all__ = ["serve_workers", "status_file"]
 
 
 def status_file(pidfile: str | None) -> str | None:
@@ -32,7 +28,7 @@ def status_file(pidfile: str | None) -> str | None:
 
 def serve_workers(args: argparse.Namespace) -> int:
     """Run ``sitebus serve``'s master until it exits; return the exit status."""
-    bus = Bus(
+    bus = MasterBus(
         listener_timeout=args.graceful_timeout + 30.0,
         exit_timeout=args.graceful_timeout + 60.0,
     )
@@ -75,7 +71,7 @@ def serve_workers(args: argparse.Namespace) -> int:
             from ..plugins.systemd import Systemd
 
             Systemd(bus).subscribe()
-        signals = Signals(bus, MASTER_SIGNALS)
+        signals = Signals(bus)  # SIGHUP: a restart, which a MasterBus rolls
         signals.subscribe()
         try:
             return start_and_block(bus, held, over=lambda: None, started=lambda: None)
