@@ -478,3 +478,36 @@ def test_systemd_hears_ready_once_every_worker_accepts_how_many_serve_and_the_re
         stop(child, new_pids)
     finally:
         receiver.close()
+
+
+def test_reload_with_workers_rolls_them_on_each_edit_and_survives_a_broken_one(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """The workers tell the master their files; an edit is a rolling restart, every time,
+    and an edit that breaks the import keeps the old workers serving until the fix."""
+    child, port, pids = master(spawn, tmp_path, "--reload")
+    killer += pids
+    until(child, "Autoreload: watching")
+
+    def edit(version: int, extra: str = "") -> None:
+        write_app(tmp_path, version, extra)
+        until(child, "Autoreload: version_app.py changed; restarting")
+        until(child, "Rolling restart: replacing 2 worker(s)")
+
+    def serving() -> bytes:
+        line = until(child, "Rolling restart ")
+        assert line == "Rolling restart done", line
+        killer.extend(pid for pid, _ in ps_children(child.pid))
+        return get(port)[1]
+
+    for version in (2, 3):
+        edit(version)
+        assert serving().startswith(f"v{version} ".encode())
+        until(child, "Autoreload: watching")
+    edit(4, extra="raise RuntimeError('half-saved')")
+    assert until(child, "Rolling restart ").startswith("Rolling restart stopped: ")
+    until(child, "Autoreload: watching")
+    assert get(port)[1].startswith(b"v3 ")
+    edit(5)
+    assert serving().startswith(b"v5 ")
+    stop(child, [pid for pid, _ in ps_children(child.pid)])
