@@ -237,11 +237,19 @@ def main() -> None:
         results = bench_throughput(folder, rounds, seconds)
         median = {name: statistics.median(values) for name, values in results.items()}
         one = median["sitebus 1 worker"]
-        rows = [[name, f"{median[name]:,.0f}", f"{median[name] / one:.2f}x"] for name in SYSTEMS]
+        rows = [
+            [
+                name,
+                f"{median[name]:,.0f}",
+                f"{min(results[name]):,.0f}-{max(results[name]):,.0f}",
+                f"{median[name] / one:.2f}x",
+            ]
+            for name in SYSTEMS
+        ]
         table(
             f"Hello-world throughput, wrk -t1 -c16, median of {rounds} x {seconds:g} s "
             f"({os.cpu_count()} CPUs, nothing pinned)",
-            ["system", "requests/s", "vs sitebus 1 worker"],
+            ["system", "requests/s", "range", "vs sitebus 1 worker"],
             rows,
         )
         two = median["sitebus 2 workers"]
