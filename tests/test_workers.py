@@ -491,7 +491,8 @@ def test_reload_with_workers_rolls_them_on_each_edit_and_survives_a_broken_one(
 
     def edit(version: int, extra: str = "") -> None:
         write_app(tmp_path, version, extra)
-        until(child, "Autoreload: version_app.py changed; restarting")
+        line = until(child, "Autoreload: /")
+        assert line.endswith("/version_app.py changed; restarting"), line
         until(child, "Rolling restart: replacing 2 worker(s)")
 
     def serving() -> bytes:

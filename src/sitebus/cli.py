@@ -379,10 +379,6 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1 and (args.max_requests or args.max_requests_jitter):
         raise ConfigError("--max-requests recycles worker processes: it needs --workers above 1")
     if args.workers > 1:
-        if args.reload:
-            raise ConfigError(
-                "--reload runs the site in one process: drop --workers, or set it to 1"
-            )
         from .workers.serve import serve_workers
 
         return serve_workers(args)

@@ -111,7 +111,8 @@ class Pool:
     ``record`` is the worker's hand-over without the per-worker parts (the
     control descriptor, the master's PID). ``log(message, level)`` writes to
     the master's log; ``changed()`` is called, in the supervisor thread, when
-    the workers or their counts changed.
+    the workers or their counts changed; ``watch(path)`` with each file a
+    worker reports under autoreload.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class Pool:
         graceful_timeout: float,
         log: Callable[[str, int], None],
         changed: Callable[[], None],
+        watch: Callable[[str], None] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "sitebus.workers.worker"),
     ) -> None:
         self.wanted = wanted
@@ -135,6 +137,7 @@ class Pool:
         self._graceful_timeout = graceful_timeout
         self._log = log
         self._changed = changed
+        self._watch = watch
         self._command = list(command)
         self._workers: dict[int, WorkerInfo] = {}
         self._lock = threading.Lock()  # guards _workers against readers in other threads
@@ -300,6 +303,10 @@ class Pool:
                 self._on_message(worker, message)
 
     def _on_message(self, worker: WorkerInfo, message: _protocol.Message) -> None:
+        if message.kind == "watch":
+            if self._watch is not None:
+                self._watch(message.path)
+            return
         worker.beat = time.monotonic()
         if message.kind == "beat":
             worker.requests, worker.rss = message.requests, message.rss

@@ -22,7 +22,10 @@ exactly when the master is gone, however it died. The lines:
 - ``beat REQUESTS RSS``: alive and responsive, with the requests served so
   far and the resident memory in bytes;
 - ``stopping``: the worker stops by itself (its ``max_requests``, an
-  ``exit()`` of its own) or as asked; a stop may take the graceful timeout.
+  ``exit()`` of its own) or as asked; a stop may take the graceful timeout;
+- ``watch PATH``: under autoreload, a source file of the site that this
+  worker imported (or that failed to import), for the master's watcher: the
+  master imports none of them itself.
 """
 
 from __future__ import annotations
@@ -37,23 +40,28 @@ ENV = "SITEBUS_WORKER"
 
 
 class Message:
-    """One line from a worker: ``kind`` and, for a beat, its two counts."""
+    """One line from a worker: ``kind`` and, for a beat, its two counts; for a watch, a path."""
 
-    __slots__ = ("kind", "requests", "rss")
+    __slots__ = ("kind", "path", "requests", "rss")
 
-    def __init__(self, kind: str, requests: int = 0, rss: int = 0) -> None:
+    def __init__(self, kind: str, requests: int = 0, rss: int = 0, path: str = "") -> None:
         self.kind = kind
         self.requests = requests
         self.rss = rss
+        self.path = path
 
     def encode(self) -> bytes:
         if self.kind == "beat":
             return f"beat {self.requests} {self.rss}\n".encode()
+        if self.kind == "watch":
+            return b"watch " + os.fsencode(self.path) + b"\n"
         return f"{self.kind}\n".encode()
 
 
 def parse(line: bytes) -> Message | None:
     """The message a line holds; None for a line that is none (ignored, not fatal)."""
+    if line.startswith(b"watch /"):
+        return Message("watch", path=os.fsdecode(line[6:]))
     parts = line.decode("ascii", "replace").split()
     if parts in (["ready"], ["stopping"]):
         return Message(parts[0])

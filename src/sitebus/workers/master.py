@@ -37,6 +37,7 @@ from ..plugin import Plugin, StartOrder, priority
 from ._pool import Pool
 
 if TYPE_CHECKING:
+    from ..plugins.autoreload import Autoreload
     from ..servers.sockets import Sockets
 
     Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -107,6 +108,11 @@ class Workers(Plugin):
 
     ``site`` says what a worker serves (JSON-able; see ``worker.py``).
     ``bus`` must be a ``MasterBus``, so that a restart replaces the workers.
+    With ``autoreload`` (the master's ``Autoreload`` plugin), the workers
+    report the site's source files and the plugin watches them: an edit is
+    a rolling restart. The plugin's watcher ends once it asked for a
+    restart (a single process re-executes then); here it is started again
+    once the rollout is over.
     The SIGTTIN and SIGTTOU handlers are installed by ``subscribe()`` in the
     main thread and put back by ``unsubscribe()``; ``status_file`` is opened at start before
     privileges drop and rewritten in place whenever the workers change.
@@ -120,6 +126,8 @@ class Workers(Plugin):
         sockets: Sequence[Sockets],
         site: Mapping[str, Any],
         options: WorkersOptions | None = None,
+        *,
+        autoreload: Autoreload | None = None,
     ) -> None:
         if not isinstance(bus, MasterBus):
             raise TypeError("the Workers plugin needs a MasterBus: a restart replaces workers")
@@ -127,6 +135,8 @@ class Workers(Plugin):
         self.sockets = tuple(sockets)
         self.site = dict(site)
         self.options = options or WorkersOptions()
+        self.autoreload = autoreload
+        self._watched: set[str] = set()
         self.pool: Pool | None = None
         self._previous: list[tuple[signal.Signals, Handler]] = []
         self._status_fd: int | None = None
@@ -177,6 +187,7 @@ class Workers(Plugin):
         ]
         record = {
             "site": self.site,
+            "watch": self.autoreload is not None,
             "heartbeat": _heartbeat_interval(options.worker_timeout),
             "max_requests": options.max_requests,
             "max_requests_jitter": options.max_requests_jitter,
@@ -190,6 +201,7 @@ class Workers(Plugin):
             graceful_timeout=options.graceful_timeout,
             log=self.bus.log,
             changed=self._changed,
+            watch=self._watch,
         )
         self.pool.start()
         self.bus.rolling_restart = self.pool.request_restart
@@ -266,9 +278,23 @@ class Workers(Plugin):
             usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
             reload = f"RELOADING=1\nMONOTONIC_USEC={usec}" if pool.rolling else "READY=1"
             self._notify(f"{reload}\n{status}")
+            if not pool.rolling:
+                self._watch_again()
         elif serving != self._notified:
             self._notify(status)
         self._notified = serving
+
+    def _watch(self, path: str) -> None:
+        """A worker's source file: the master's watcher takes it in (once)."""
+        if self.autoreload is not None and path not in self._watched:
+            self._watched.add(path)
+            self.autoreload.watch(path)
+
+    def _watch_again(self) -> None:
+        """After a rollout: watch again, from the files as they are now."""
+        if self.autoreload is not None and self.bus.state is State.STARTED:
+            self.autoreload.stop()
+            self.autoreload.start()
 
     def _notify(self, message: str) -> None:
         if not os.environ.get("NOTIFY_SOCKET"):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from .._startup import command_log, pause_collector, resume_collector, start_and_block
 from ..bus import Bus
-from ..errors import ConfigError
+from ..plugins.autoreload import Autoreload
 from ..servers.sockets import Sockets, SocketsOptions
 from ..site.assemble import assemble, process_plugins, site_bus, sockets_options
 from ..site.config import SiteConfig, check_imports
@@ -29,11 +29,6 @@ __all__ = ["run_master", "run_worker"]
 
 def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str | None) -> int:
     """Run the master of ``config``'s workers until it exits; return the exit status."""
-    if config.autoreload is not None and config.autoreload.enabled:
-        raise ConfigError(
-            f"{config.path}: [autoreload] runs the site in one process: with [site] workers "
-            "above 1, turn it off (enabled = false, or --no-reload)"
-        )
     bus = site_bus(config, MasterBus)
     assert isinstance(bus, MasterBus)
     logs, held = command_log(bus, level_of(config, log_level), config.log)
@@ -54,7 +49,9 @@ def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str |
         graceful_timeout=config.site.graceful_timeout,
         status_file=status_file(os.fspath(config.pidfile.path) if config.pidfile else None),
     )
-    workers = Workers(bus, sockets, site, options)
+    # The file's [autoreload], if on, watches in the master what the workers report.
+    autoreload = next((p for p in plugins if isinstance(p, Autoreload)), None)
+    workers = Workers(bus, sockets, site, options, autoreload=autoreload)
     subscribed = [*plugins, *sockets, workers]
     try:
         for plugin in subscribed:

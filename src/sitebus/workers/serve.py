@@ -63,9 +63,16 @@ def serve_workers(args: argparse.Namespace) -> int:
             graceful_timeout=args.graceful_timeout,
             status_file=status_file(args.pidfile and os.path.abspath(args.pidfile)),
         )
-        workers = Workers(bus, [sockets], site, options)
+        autoreload = None
+        if args.reload:
+            from ..plugins.autoreload import Autoreload
+
+            autoreload = Autoreload(bus)
+        workers = Workers(bus, [sockets], site, options, autoreload=autoreload)
         sockets.subscribe()
         workers.subscribe()
+        if autoreload is not None:
+            autoreload.subscribe()
         control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
         if os.environ.get("NOTIFY_SOCKET"):
             from ..plugins.systemd import Systemd

@@ -31,9 +31,15 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._startup import command_log, pause_collector, resume_collector, start_and_block
+from .._startup import (
+    command_log,
+    failed_sources,
+    pause_collector,
+    resume_collector,
+    start_and_block,
+)
 from ..bus import Bus, State
-from ..errors import BindError, ConfigError
+from ..errors import AppError, BindError, ConfigError, ImportStringError
 from ..plugin import Plugin, StartOrder, priority
 from ..plugins.signals import Signals, SignalsOptions
 from ..servers.base import ServerOptions, is_asgi, load_engine
@@ -95,12 +101,22 @@ class MasterLink(Plugin):
     """
 
     def __init__(
-        self, bus: Bus, control: socket.socket, heartbeat: float, max_requests: int = 0
+        self,
+        bus: Bus,
+        control: socket.socket,
+        heartbeat: float,
+        max_requests: int = 0,
+        *,
+        watch_files: bool = False,
     ) -> None:
         super().__init__(bus)
         self.control = control
         self.heartbeat = heartbeat
         self.max_requests = max_requests
+        self.watch_files = watch_files
+        self._reported: set[str] = set()
+        self._modules_seen = 0
+        self._files_lock = threading.Lock()
         self.requests = 0
         self._count_lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -112,6 +128,7 @@ class MasterLink(Plugin):
 
     def state(self, state: State) -> None:
         if state is State.STARTED:
+            self.report_imported()  # before "ready": watched before the master's start ends
             self._send(_protocol.Message("ready"))
         elif state in (State.STOPPING, State.EXITING) and not self._said_stopping:
             self._said_stopping = True
@@ -134,6 +151,26 @@ class MasterLink(Plugin):
             return app(environ, start_response)
 
         return counted_wsgi
+
+    def report_imported(self) -> None:
+        """Under autoreload, tell the master of each site file imported since last time."""
+        if not self.watch_files or len(sys.modules) == self._modules_seen:
+            return
+        from ..plugins._sources import current_modules, module_files
+
+        self._modules_seen = len(sys.modules)
+        self.report_files(module_files(current_modules(), include_third_party=False))
+
+    def report_files(self, files: Iterable[str]) -> None:
+        """Under autoreload, have the master watch ``files`` (those not reported yet)."""
+        if not self.watch_files:
+            return
+        with self._files_lock:
+            new = {os.path.abspath(path) for path in files} - self._reported
+            self._reported |= new
+        for path in sorted(new):
+            if "\n" not in path:
+                self._send(_protocol.Message("watch", path=path))
 
     def _served(self) -> None:
         with self._count_lock:
@@ -169,6 +206,8 @@ class MasterLink(Plugin):
             with self._count_lock:
                 requests = self.requests
             self._send(_protocol.Message("beat", requests, _protocol.read_rss()))
+            if self.bus.state is State.STARTED:
+                self.report_imported()  # modules imported late, by a request
 
 
 def main() -> int:
@@ -192,18 +231,35 @@ def main() -> int:
     if limit:
         limit += random.randint(0, int(record.get("max_requests_jitter", 0)))
     bus = _worker_bus(float(site.get("graceful_timeout", 30.0)))
-    link = MasterLink(bus, control, float(record["heartbeat"]), limit)
+    link = MasterLink(
+        bus, control, float(record["heartbeat"]), limit, watch_files=bool(record.get("watch"))
+    )
     link.begin()
     from ..cli import report_errors
 
     kind = site.get("kind")
-    prog = f"sitebus worker {os.getpid()}"
-    if kind == "serve":
-        return report_errors(lambda: _serve(bus, site, handed, link), prog)
-    if kind == "run":
-        return report_errors(lambda: _run(bus, site, handed, link), prog)
-    print(f"sitebus worker: error: unknown site kind {kind!r}", file=sys.stderr)
-    return 2
+    if kind not in ("serve", "run"):
+        print(f"sitebus worker: error: unknown site kind {kind!r}", file=sys.stderr)
+        return 2
+    build = _serve if kind == "serve" else _run
+
+    def serve() -> int:
+        try:
+            return build(bus, site, handed, link)
+        except (AppError, ImportStringError) as exc:
+            # Under autoreload the fix is awaited in the files that failed,
+            # which nobody imported: the master watches them from now on.
+            link.report_imported()
+            link.report_files(failed_sources(_root_cause(exc)))
+            raise
+
+    return report_errors(serve, f"sitebus worker {os.getpid()}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def _worker_bus(graceful_timeout: float) -> Bus:
