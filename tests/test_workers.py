@@ -512,3 +512,17 @@ def test_reload_with_workers_rolls_them_on_each_edit_and_survives_a_broken_one(
     edit(5)
     assert serving().startswith(b"v5 ")
     stop(child, [pid for pid, _ in ps_children(child.pid)])
+
+
+def test_sigusr1_reaches_every_worker(spawn: Spawn, killer: list[int], tmp_path: Path) -> None:
+    """``sitebus graceful`` (SIGUSR1) reopens logs everywhere: each worker's bus publishes it."""
+    child, _port, pids = master(spawn, tmp_path)
+    killer += pids
+    child.signal(signal.SIGUSR1)
+    until(child, "Bus graceful")
+    wanted = {f"sitebus.worker.{pid}: Bus graceful" for pid in pids}
+    deadline = time.monotonic() + WAIT
+    while not all(line in child.stderr() for line in wanted):
+        assert time.monotonic() < deadline, child.output()
+        threading.Event().wait(0.02)  # polling the shared log, within a bound
+    stop(child, pids)

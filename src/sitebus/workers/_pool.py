@@ -21,12 +21,10 @@ The rules, applied after each event (``_balance``):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,20 +34,10 @@ from typing import Any
 
 from .._wakeup import Wakeup
 from . import _protocol
+from ._process import WorkerInfo, describe_status, start_worker
 
-__all__ = ["Pool", "WorkerInfo"]
+__all__ = ["Pool"]
 
-# Variables that speak to one process only: the master's own systemd
-# notification and activation, and the re-exec's hand-over record.
-_MASTER_ONLY_ENV = (
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "SITEBUS_HANDOVER",
-)
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 10.0
 # A stop overrunning the graceful timeout by this much is killed.
@@ -57,52 +45,6 @@ _STOP_SLACK = 5.0
 # The longest the supervisor sleeps without looking at its processes: a
 # worker's fork that kept the control socket open hides its death from EOF.
 _TICK = 1.0
-
-
-class WorkerInfo:
-    """What the master knows of one worker; ``state``: booting, serving or stopping."""
-
-    __slots__ = (
-        "beat",
-        "buffer",
-        "conn",
-        "deadline",
-        "generation",
-        "process",
-        "requests",
-        "rss",
-        "started",
-        "started_wall",
-        "state",
-        "stop_reason",
-    )
-
-    def __init__(self, process: subprocess.Popen[bytes], conn: socket.socket, generation: int):
-        self.process = process
-        self.conn: socket.socket | None = conn
-        self.generation = generation
-        self.started = self.beat = time.monotonic()
-        self.started_wall = time.time()
-        self.state = "booting"
-        self.requests = 0
-        self.rss = 0
-        self.deadline = 0.0  # of a stop, for a stopping worker
-        self.buffer = b""
-        self.stop_reason = ""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def status(self) -> dict[str, Any]:
-        """The worker's line of ``sitebus status``, as JSON."""
-        return {
-            "pid": self.pid,
-            "started": round(self.started_wall, 3),
-            "state": self.state,
-            "requests": self.requests,
-            "rss": self.rss,
-        }
 
 
 class Pool:
@@ -337,7 +279,7 @@ class Pool:
             self._changed()
 
     def _reaped(self, worker: WorkerInfo, status: int) -> None:
-        how = _describe_status(status)
+        how = describe_status(status)
         if worker.state == "stopping":
             level = INFO if status == 0 else WARNING
             self._log(f"Worker {worker.pid} exited ({how}) after {worker.stop_reason}", level)
@@ -439,33 +381,17 @@ class Pool:
             self._stop(live[0], "the number of workers went down")
 
     def _spawn(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [child.fileno()] + [sock.fileno() for _, sock in self._listeners]
-        record = {
-            **self._record,
-            "master": os.getpid(),
-            "control": child.fileno(),
-            "sockets": [[spec, sock.fileno()] for spec, sock in self._listeners],
-        }
-        env = {k: v for k, v in os.environ.items() if k not in _MASTER_ONLY_ENV}
-        env[_protocol.ENV] = json.dumps(record, separators=(",", ":"))
         try:
-            process = subprocess.Popen(
-                self._command, pass_fds=fds, env=env, stdin=subprocess.DEVNULL
-            )
+            process, conn = start_worker(self._command, self._listeners, self._record)
         except OSError as exc:
-            parent.close()
             self._crashes += 1
             self._next_start = time.monotonic() + _BACKOFF_MAX
             self._log(f"Cannot start a worker: {exc.strerror or exc}", ERROR)
             return
-        finally:
-            child.close()
-        parent.setblocking(False)
-        worker = WorkerInfo(process, parent, self._generation)
+        worker = WorkerInfo(process, conn, self._generation)
         with self._lock:
             self._workers[worker.pid] = worker
-        self._selector.register(parent, selectors.EVENT_READ, worker)
+        self._selector.register(conn, selectors.EVENT_READ, worker)
         self._log(f"Worker {worker.pid} started", INFO)
         self._changed()
 
@@ -481,13 +407,3 @@ class Pool:
         worker.stop_reason = why
         worker.beat = time.monotonic()  # the stop's start, for the log
         worker.deadline = worker.beat + self._graceful_timeout + _STOP_SLACK
-
-
-def _describe_status(status: int) -> str:
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"status {status}"
