@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -526,3 +527,72 @@ def test_sigusr1_reaches_every_worker(spawn: Spawn, killer: list[int], tmp_path:
         assert time.monotonic() < deadline, child.output()
         threading.Event().wait(0.02)  # polling the shared log, within a bound
     stop(child, pids)
+
+
+def test_protocol_lines_parse_and_junk_is_ignored() -> None:
+    from sitebus.workers._protocol import Message, parse
+
+    for message in (Message("ready"), Message("stopping"), Message("beat", 12, 4096)):
+        parsed = parse(message.encode().rstrip(b"\n"))
+        assert parsed is not None
+        assert (parsed.kind, parsed.requests, parsed.rss) == (
+            message.kind,
+            message.requests,
+            message.rss,
+        )
+    watch = parse(Message("watch", path="/srv/site/app é.py").encode().rstrip(b"\n"))
+    assert watch is not None and (watch.kind, watch.path) == ("watch", "/srv/site/app é.py")
+    for junk in (b"", b"beat x 1", b"beat 1", b"hello", b"watch relative.py"):
+        assert parse(junk) is None
+
+
+def test_a_record_from_another_parent_is_ignored_and_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A grandchild that inherited a worker's environment takes no descriptors."""
+    from sitebus.workers._protocol import ENV, take_record
+
+    monkeypatch.setenv(ENV, json.dumps({"master": os.getppid() + 1, "control": 5}))
+    assert take_record() is None
+    assert ENV not in os.environ
+    monkeypatch.setenv(ENV, json.dumps({"master": os.getppid(), "control": 5}))
+    assert take_record() == {"master": os.getppid(), "control": 5}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0", "0 is not a number from 1 to 1024"), ('"many"', "'many' is not a number from 1")],
+)
+def test_a_bad_site_workers_value_is_one_line_naming_the_key(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    write_app(tmp_path, 1)
+    (tmp_path / "site.toml").write_text(
+        f'[site]\nworkers = {value}\n\n[[app]]\nmount = "/"\nwsgi = "version_app:app"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "sitebus", "check", "site.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "site.workers" in lines[0] and expected in lines[0], lines
+
+
+def test_check_says_how_many_workers_would_run(tmp_path: Path) -> None:
+    write_app(tmp_path, 1)
+    (tmp_path / "site.toml").write_text(SITE)
+    (tmp_path / "opened.py").write_text(OPENED)
+    result = subprocess.run(
+        [sys.executable, "-m", "sitebus", "check", "site.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert "workers: 2, under a master" in result.stdout.splitlines()
