@@ -54,7 +54,8 @@ class Pool:
     control descriptor, the master's PID). ``log(message, level)`` writes to
     the master's log; ``changed()`` is called, in the supervisor thread, when
     the workers or their counts changed; ``watch(path)`` with each file a
-    worker reports under autoreload.
+    worker reports under autoreload; ``failed()`` if the supervisor itself
+    fails (a bug), after it killed the workers.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Pool:
         log: Callable[[str, int], None],
         changed: Callable[[], None],
         watch: Callable[[str], None] | None = None,
+        failed: Callable[[], None] = lambda: None,
         command: Sequence[str] = (sys.executable, "-m", "sitebus.workers.worker"),
     ) -> None:
         self.wanted = wanted
@@ -80,6 +82,7 @@ class Pool:
         self._log = log
         self._changed = changed
         self._watch = watch
+        self._failed = failed
         self._command = list(command)
         self._workers: dict[int, WorkerInfo] = {}
         self._lock = threading.Lock()  # guards _workers against readers in other threads
@@ -189,9 +192,10 @@ class Pool:
                     return
                 if not (self._stop_request or self._holding):
                     self._balance()
-        except Exception as exc:  # a bug here must not leave the workers unwatched silently
+        except Exception as exc:  # a bug here must not leave the site unwatched, silently
             self._log(f"The worker supervisor failed: {type(exc).__name__}: {exc}", ERROR)
             self._kill_all()
+            self._failed()
             raise
 
     def _next_deadline(self, now: float) -> float:
@@ -384,9 +388,13 @@ class Pool:
         try:
             process, conn = start_worker(self._command, self._listeners, self._record)
         except OSError as exc:
+            why = f"cannot start a worker ({' '.join(self._command)}): {exc.strerror or exc}"
+            if self._starting:
+                self._fail_start(why)
+                return
             self._crashes += 1
             self._next_start = time.monotonic() + _BACKOFF_MAX
-            self._log(f"Cannot start a worker: {exc.strerror or exc}", ERROR)
+            self._log(f"{why[0].upper()}{why[1:]}; trying again in {_BACKOFF_MAX:g} s", ERROR)
             return
         worker = WorkerInfo(process, conn, self._generation)
         with self._lock:

@@ -202,6 +202,7 @@ class Workers(Plugin):
             log=self.bus.log,
             changed=self._changed,
             watch=self._watch,
+            failed=lambda: self.bus.request_exit(1),  # a master without workers serves nobody
         )
         self.pool.start()
         self.bus.rolling_restart = self.pool.request_restart

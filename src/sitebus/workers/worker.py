@@ -130,6 +130,7 @@ class MasterLink(Plugin):
         if state is State.STARTED:
             self.report_imported()  # before "ready": watched before the master's start ends
             self._send(_protocol.Message("ready"))
+            self._beat()  # the status shows its memory at once, not a heartbeat later
         elif state in (State.STOPPING, State.EXITING) and not self._said_stopping:
             self._said_stopping = True
             self._send(_protocol.Message("stopping"))
@@ -172,6 +173,11 @@ class MasterLink(Plugin):
             if "\n" not in path:
                 self._send(_protocol.Message("watch", path=path))
 
+    def _beat(self) -> None:
+        with self._count_lock:
+            requests = self.requests
+        self._send(_protocol.Message("beat", requests, _protocol.read_rss()))
+
     def _served(self) -> None:
         with self._count_lock:
             self.requests += 1
@@ -203,9 +209,7 @@ class MasterLink(Plugin):
             # other bounds, so a beat costs nothing and says "alive".
             if self.bus.state is State.STARTED and not self.bus.responsive(self.heartbeat):
                 continue
-            with self._count_lock:
-                requests = self.requests
-            self._send(_protocol.Message("beat", requests, _protocol.read_rss()))
+            self._beat()
             if self.bus.state is State.STARTED:
                 self.report_imported()  # modules imported late, by a request
 
