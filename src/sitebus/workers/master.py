@@ -108,14 +108,16 @@ class Workers(Plugin):
 
     ``site`` says what a worker serves (JSON-able; see ``worker.py``).
     ``bus`` must be a ``MasterBus``, so that a restart replaces the workers.
+    The SIGTTIN and SIGTTOU handlers are installed by ``subscribe()`` in the
+    main thread and put back by ``unsubscribe()``; ``status_file`` is opened
+    at start, before privileges drop, and rewritten in place whenever the
+    workers change.
+
     With ``autoreload`` (the master's ``Autoreload`` plugin), the workers
     report the site's source files and the plugin watches them: an edit is
-    a rolling restart. The plugin's watcher ends once it asked for a
-    restart (a single process re-executes then); here it is started again
-    once the rollout is over.
-    The SIGTTIN and SIGTTOU handlers are installed by ``subscribe()`` in the
-    main thread and put back by ``unsubscribe()``; ``status_file`` is opened at start before
-    privileges drop and rewritten in place whenever the workers change.
+    a rolling restart. The plugin's watcher ends once it asked for a restart
+    (a single process re-executes then); here it watches again once the
+    rollout is over.
     """
 
     bus: MasterBus
@@ -250,7 +252,8 @@ class Workers(Plugin):
             ) from exc
 
     def _close_status(self) -> None:
-        fd, self._status_fd = self._status_fd, None
+        with self._status_lock:  # a supervisor that overran its stop may still write
+            fd, self._status_fd = self._status_fd, None
         if fd is None:
             return
         os.close(fd)
