@@ -153,8 +153,9 @@ def test_two_workers_serve_from_two_processes_and_sigterm_leaves_nothing(
     stop(child, pids)
 
 
-def test_sigterm_drains_slow_requests_on_every_worker(
-    spawn: Spawn, killer: list[int], tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_drain_slow_requests_on_every_worker(
+    spawn: Spawn, killer: list[int], tmp_path: Path, signum: int
 ) -> None:
     """Requests in flight in the workers complete; the master exits 0 once they are gone."""
     child, port, pids = master(spawn, tmp_path)
@@ -165,7 +166,7 @@ def test_sigterm_drains_slow_requests_on_every_worker(
     while not marks.exists() or len(marks.read_text().split()) < 6:
         assert time.monotonic() < deadline, "the slow requests never arrived"
         threading.Event().wait(0.01)  # polling the app's marks, within a bound
-    child.signal(signal.SIGTERM)
+    child.signal(signum)
     for thread in threads:
         thread.join(WAIT)
     assert results == [200] * 6, child.output()
@@ -596,3 +597,36 @@ def test_check_says_how_many_workers_would_run(tmp_path: Path) -> None:
         check=True,
     )
     assert "workers: 2, under a master" in result.stdout.splitlines()
+
+
+WEDGE = """import threading
+
+from sitebus import Plugin
+
+
+class Wedge(Plugin):
+    # An app plugin whose graceful listener never returns: the bus it runs on is wedged.
+
+    def graceful(self):
+        threading.Event().wait()
+"""
+
+
+def test_a_worker_whose_bus_is_wedged_falls_silent_and_is_replaced(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """The heartbeat proves the worker's bus answers, not merely that a thread runs."""
+    write_app(tmp_path, 1)
+    (tmp_path / "wedge.py").write_text(WEDGE)
+    site = SITE.replace('use = "opened:Opened"\npath = "opened.txt"', 'use = "wedge:Wedge"')
+    (tmp_path / "site.toml").write_text(site.replace("[site]", "[site]\nworker_timeout = 1"))
+    args = [str(CHILDREN / "workers_reporting.py"), "run", "site.toml"]
+    child, port, pids = started(spawn(args, cwd=tmp_path))
+    killer += pids
+    os.kill(pids[0], signal.SIGUSR1)  # its graceful listener hangs
+    line = until(child, f"Worker {pids[0]}: ")
+    assert line == f"Worker {pids[0]}: no heartbeat for 1 s: killing it (SIGKILL)"
+    new = new_worker(child, pids)
+    killer.append(new)
+    assert answering_pid(port) in {pids[1], new}
+    stop(child, [pids[1], new])
