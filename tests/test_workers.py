@@ -22,10 +22,14 @@ from test_servers import get
 
 Spawn = Callable[..., Child]
 
-# ``/`` answers "vVERSION PID"; ``/slow?MS`` appends a line to ./in-flight, then
-# answers after MS milliseconds. (Workers inherit no report pipe from the test.)
+# Importing it appends the PID to ./imported-by. ``/`` answers "vVERSION PID";
+# ``/slow?MS`` appends a line to ./in-flight, then answers after MS milliseconds.
+# (Workers inherit no report pipe from the test.)
 VERSION_APP = """import os
 import time
+
+with open("imported-by", "a") as importers:
+    importers.write(f"{{os.getpid()}}\\n")
 
 VERSION = {version}
 {extra}
@@ -144,10 +148,12 @@ def stop(child: Child, pids: list[int]) -> None:
 def test_two_workers_serve_from_two_processes_and_sigterm_leaves_nothing(
     spawn: Spawn, killer: list[int], tmp_path: Path
 ) -> None:
-    """Requests reach both workers, never the master; SIGTERM ends every process, status 0."""
+    """Only the workers import the app and serve it; SIGTERM ends every process, status 0."""
     child, port, pids = master(spawn, tmp_path)
     killer += pids
     assert len(set(pids)) == 2 and child.pid not in pids
+    imported_by = [int(pid) for pid in (tmp_path / "imported-by").read_text().split()]
+    assert sorted(imported_by) == sorted(pids)
     seen = {answering_pid(port) for _ in range(200)}
     assert seen <= set(pids)
     stop(child, pids)

@@ -76,6 +76,7 @@ def run_worker(
     link: MasterLink,
     *,
     log_level: str | None,
+    started: Callable[[], None] = lambda: None,
 ) -> int:
     """Serve ``config``'s apps on the master's sockets until stopped; return the exit status."""
     config = config.replace(
@@ -96,7 +97,7 @@ def run_worker(
         site.subscribe()
         link.subscribe()
         try:
-            return start_and_block(bus, held, over=lambda: None, started=lambda: None)
+            return start_and_block(bus, held, over=lambda: None, started=started)
         finally:
             link.unsubscribe()
             site.unsubscribe()

@@ -46,7 +46,7 @@ from ..servers.base import ServerOptions, is_asgi, load_engine
 from ..servers.sockets import Sockets, SocketsOptions, adopt
 from . import _protocol
 
-__all__ = ["WORKER_SIGNALS", "MasterLink", "WorkerSockets", "main"]
+__all__ = ["WORKER_SIGNALS", "MasterLink", "WorkerSockets", "close_unclaimed", "main"]
 
 WORKER_SIGNALS = SignalsOptions(actions={"SIGINT": "ignore", "SIGHUP": "ignore"})
 
@@ -302,7 +302,7 @@ def _serve(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: 
             keyfile=site.get("keyfile"),
         )
         server = engine(bus, link.counted(app), sockets, options)
-        return _block(bus, held, (sockets, server, link))
+        return _block(bus, held, (sockets, server, link), handed)
     finally:
         logs.unsubscribe()
 
@@ -317,18 +317,39 @@ def _run(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: Ma
     def sockets(worker_bus: Bus, options: SocketsOptions) -> Sockets:
         return WorkerSockets(worker_bus, options, handed)
 
-    return run_worker(config, bus, sockets, link, log_level=site.get("log_level"))
+    return run_worker(
+        config,
+        bus,
+        sockets,
+        link,
+        log_level=site.get("log_level"),
+        started=lambda: close_unclaimed(handed),
+    )
 
 
-def _block(bus: Bus, held: Any, plugins: Iterable[Plugin]) -> int:
+def _block(bus: Bus, held: Any, plugins: Iterable[Plugin], handed: list[tuple[str, int]]) -> int:
     for plugin in plugins:
         plugin.subscribe()
     signals = Signals(bus, WORKER_SIGNALS)
     signals.subscribe()
     try:
-        return start_and_block(bus, held, over=lambda: None, started=lambda: None)
+        return start_and_block(
+            bus, held, over=lambda: None, started=lambda: close_unclaimed(handed)
+        )
     finally:
         signals.unsubscribe()
+
+
+def close_unclaimed(handed: list[tuple[str, int]]) -> None:
+    """Close the master's sockets that no server of this worker claimed once it started.
+
+    A site file changed since the master read it may name fewer addresses:
+    a descriptor nobody accepts on must not stay open here.
+    """
+    while handed:
+        _, fd = handed.pop()
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 if __name__ == "__main__":
