@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench bench-bus bench-autoreload bench-servers bench-site clean
+.PHONY: test lint demo bench bench-bus bench-autoreload bench-servers bench-site bench-workers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/sitebus run examples/site/site.toml
 
 # Each benchmark runs its systems side by side in one run and prints ratios.
-bench: bench-bus bench-autoreload bench-servers bench-site
+bench: bench-bus bench-autoreload bench-servers bench-site bench-workers
 
 bench-bus: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bus.py
@@ -51,6 +51,10 @@ bench-servers: $(VENV)/.bench-installed
 # Needs wrk (apt-get install wrk): the 3% it judges is below a Python client's noise.
 bench-site: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/site.py
+
+# Needs wrk too; 1 and 2 workers against gunicorn's and uvicorn's, and a rolling restart.
+bench-workers: $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/workers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

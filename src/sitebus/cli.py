@@ -58,7 +58,7 @@ from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi,
 if TYPE_CHECKING:
     from .plugins.health import HealthOptions
 
-__all__ = ["load_app", "main"]
+__all__ = ["load_app", "main", "report_errors"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -68,18 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
+    return report_errors(lambda: command(args))
+
+
+def report_errors(command: Callable[[], int], prog: str = "sitebus") -> int:
+    """Run ``command``; turn a ``SitebusError`` into one line on stderr and status 1.
+
+    Ctrl-C while starting gives 130. A worker process (``sitebus.workers``)
+    reports its errors the same way, as ``prog`` "sitebus worker PID".
+    """
     try:
-        return command(args)
+        return command()
     except KeyboardInterrupt:
         # Ctrl-C before the bus took signals over (a slow app import), or a
         # second one during a slow start: the start rolled back on its way here.
-        print("sitebus: interrupted while starting; what had started was stopped", file=sys.stderr)
+        print(f"{prog}: interrupted while starting; what had started was stopped", file=sys.stderr)
         return 130
     except SitebusError as exc:
         error: SitebusError = exc
         if isinstance(exc, StartError) and isinstance(exc.__cause__, SitebusError):
             error = exc.__cause__
-        print(f"sitebus: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         if isinstance(error, AppError) and error.__cause__ is not None:
             print(app_traceback(error.__cause__), file=sys.stderr)
         return 1
@@ -174,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         "answering 503, before it stops accepting, 0 to 86400 (default 5)",
     )
     serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
+    _add_worker_options(serve)
     control.add_process_options(serve)
     serve.set_defaults(command=_serve)
     control.add_commands(commands)
@@ -246,6 +256,45 @@ def _add_site_commands(commands: Any) -> None:
     check.set_defaults(command=_check)
 
 
+def _add_worker_options(serve: argparse.ArgumentParser) -> None:
+    workers = serve.add_argument_group(
+        "worker processes",
+        "With more than one worker, this process becomes a master: it binds the sockets "
+        "and supervises the workers, each a fresh interpreter serving the app. SIGHUP "
+        "replaces them one at a time; SIGTTIN and SIGTTOU add and remove one.",
+    )
+    workers.add_argument(
+        "--workers",
+        "-w",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help='worker processes, 1 to 1024, or "auto" for one per CPU (default 1: the site '
+        "runs in this process, without a master)",
+    )
+    workers.add_argument(
+        "--worker-timeout",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="kill and replace a worker silent for this long (default 30)",
+    )
+    workers.add_argument(
+        "--max-requests",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="replace a worker gracefully after N requests (default 0: never)",
+    )
+    workers.add_argument(
+        "--max-requests-jitter",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="add a random 0 to N to each worker's --max-requests (default 0)",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     # As PID 1 (a container), the command becomes the site's init first: see _init.
     if (status := fork_init()) is not None:
@@ -259,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
         daemonize=args.daemonize,
         pidfile=args.pidfile,
     )
-    return run(config, log_level=args.log_level)
+    return run(config, log_level=args.log_level, overrides=args.overrides)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -278,6 +327,45 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _workers(text: str) -> int:
+    """argparse type: a number of workers, 1 to 1024, or "auto" (one per CPU)."""
+    if text == "auto":
+        from .workers.master import cpu_count
+
+        return cpu_count()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number from 1 to 1024, or "auto"')
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """argparse type: a timeout, 0.1 s to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= GRACEFUL_TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0.1 to {GRACEFUL_TIMEOUT_MAX:g}"
+        )
     return value
 
 
@@ -331,6 +419,12 @@ def _octal(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     if (status := fork_init()) is not None:  # as PID 1: see _run
         return status
+    if args.workers == 1 and (args.max_requests or args.max_requests_jitter):
+        raise ConfigError("--max-requests recycles worker processes: it needs --workers above 1")
+    if args.workers > 1:
+        from .workers.serve import serve_workers
+
+        return serve_workers(args)
     health = None
     if args.health or args.drain_delay is not None:
         from .plugins.health import HealthOptions

@@ -171,7 +171,36 @@ def _status(args: argparse.Namespace) -> int:
         print("not running")
         return NOT_RUNNING
     print(pid)
+    _print_workers(args.pidfile, pid)
     return 0
+
+
+def _print_workers(pidfile: str, pid: int) -> None:
+    """A master's workers, one line each, below its PID: what ``Workers`` last wrote."""
+    from .workers.master import read_status
+    from .workers.serve import status_file
+
+    path = status_file(os.path.abspath(pidfile))
+    workers = None if path is None else read_status(path, pid)
+    if not workers:
+        return
+    now = time.time()
+    print(f"{'PID':>8} {'AGE':>8} {'REQUESTS':>9} {'RSS':>10} STATE")
+    for worker in workers:
+        age = _age(now - float(worker.get("started", now)))
+        rss = f"{int(worker.get('rss', 0)) / 2**20:.1f}MiB"
+        print(
+            f"{worker.get('pid')!s:>8} {age:>8} {worker.get('requests')!s:>9} {rss:>10} "
+            f"{worker.get('state')}"
+        )
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
     from ._check import SiteImports
     from .config import ServerSection, SiteConfig
 
-__all__ = ["Site", "assemble", "engine_for", "site_bus"]
+__all__ = [
+    "Site",
+    "assemble",
+    "engine_for",
+    "process_plugins",
+    "site_bus",
+    "sockets_options",
+]
 
 # What a stop needs beyond the graceful timeouts: lifespan shutdowns, the
 # other listeners, the engines' clean-up.
@@ -53,8 +60,9 @@ def engine_for(server: ServerSection, kind: str) -> str:
     return "uvicorn" if kind == "asgi" else "cheroot"
 
 
-def site_bus(config: SiteConfig) -> Bus:
-    """A bus whose bounds leave every server of ``config`` its graceful timeout.
+def site_bus(config: SiteConfig, bus_class: type[Bus] | None = None) -> Bus:
+    """A bus (a ``bus_class``, by default a ``Bus``) whose bounds leave every server of
+    ``config`` its graceful timeout.
 
     Servers stop one after the other, each waiting up to ``graceful_timeout``
     for its requests in flight: a whole exit may take that long per server,
@@ -64,7 +72,7 @@ def site_bus(config: SiteConfig) -> Bus:
 
     graceful = config.site.graceful_timeout
     drain = config.health.drain_delay if config.health is not None else 0.0
-    return Bus(
+    return (bus_class or Bus)(
         listener_timeout=max(graceful, drain) + STOP_MARGIN,
         exit_timeout=drain + graceful * len(config.servers) + 2 * STOP_MARGIN,
     )
@@ -127,6 +135,7 @@ def assemble(
     stand_in: Any = None,
     on_lifespan_failure: Callable[[AppError], object] | None = None,
     hosted: bool = False,
+    make_sockets: Callable[[Bus, SocketsOptions], Sockets] = Sockets,
 ) -> Site:
     """Make every plugin ``config`` asks for on ``bus``; subscribe none of them.
 
@@ -138,9 +147,11 @@ def assemble(
     the process (``sitebus.hosted``), so no servers, sockets or process-wide
     plugins (signals, daemon, PID file, privileges, autoreload) are made,
     whatever ``config`` says, and no health probes either: the host answers
-    for the process, and a drain delay would only hold up its exit. Raises
-    ``ConfigError`` for an engine that cannot honour a server's options and
-    ``MissingExtraError`` for an engine that is not installed.
+    for the process, and a drain delay would only hold up its exit.
+    ``make_sockets`` makes each server's ``Sockets`` plugin: a worker's adopt
+    the master's sockets (``sitebus.workers``). Raises ``ConfigError`` for an
+    engine that cannot honour a server's options and ``MissingExtraError``
+    for an engine that is not installed.
     """
     if stand_in is not None:
         kind, app = "wsgi", stand_in
@@ -151,7 +162,7 @@ def assemble(
             from ..servers._failed_app import FailedStartupServes500
 
             app = FailedStartupServes500(app, on_lifespan_failure)
-    plugins: list[Plugin] = [] if hosted else _process_plugins(config, bus)
+    plugins: list[Plugin] = [] if hosted else process_plugins(config, bus)
     tasks = None
     if config.tasks is not None:
         from ..plugins.tasks import Tasks
@@ -167,15 +178,7 @@ def assemble(
         plugins.append(health)
     all_sockets, servers = [], []
     for index, section in enumerate(() if hosted else config.servers):
-        sockets = Sockets(
-            bus,
-            SocketsOptions(
-                binds=section.binds,
-                backlog=section.backlog,
-                unix_mode=section.unix_mode,
-                name=section.name or "",
-            ),
-        )
+        sockets = make_sockets(bus, sockets_options(section))
         engine = load_engine(engine_for(section, kind))
         options = ServerOptions(
             graceful_timeout=config.site.graceful_timeout,
@@ -203,7 +206,17 @@ def assemble(
     )
 
 
-def _process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:
+def sockets_options(section: ServerSection) -> SocketsOptions:
+    """What the ``Sockets`` plugin of a ``[[server]]`` binds."""
+    return SocketsOptions(
+        binds=section.binds,
+        backlog=section.backlog,
+        unix_mode=section.unix_mode,
+        name=section.name or "",
+    )
+
+
+def process_plugins(config: SiteConfig, bus: Bus) -> list[Plugin]:
     """The process-wide services the file's sections ask for, imported only when asked."""
     plugins: list[Plugin] = []
     if config.signals is not None:

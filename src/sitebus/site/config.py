@@ -59,11 +59,22 @@ def _check_import_strings(field: str, specs: Iterable[str]) -> None:
 
 
 class SiteSection(Options):
-    """``[site]``: the site's name, the graceful stop bound and the site-wide middleware."""
+    """``[site]``: the site's name, the graceful stop bound, the site-wide middleware,
+    and its worker processes.
+
+    ``workers`` above 1 (or ``"auto"``, one per CPU) runs the site in that many
+    worker processes under a master (``sitebus.workers``); ``worker_timeout``,
+    ``max_requests`` and ``max_requests_jitter`` are the ``WorkersOptions``
+    of the same names.
+    """
 
     name: str = ""
     graceful_timeout: float = 30.0
     middleware: tuple[str, ...] = ()
+    workers: int | str = 1
+    worker_timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.graceful_timeout < float("inf"):
@@ -72,6 +83,29 @@ class SiteSection(Options):
                 f"{self.graceful_timeout!r} is out of range: expected a number of seconds >= 0",
             )
         _check_import_strings("middleware", self.middleware)
+        if self.workers != "auto" and not (
+            isinstance(self.workers, int) and 1 <= self.workers <= 1024
+        ):
+            raise FieldError(
+                "workers", f'{self.workers!r} is not a number from 1 to 1024, or "auto"'
+            )
+        if not 0.1 <= self.worker_timeout < float("inf"):
+            raise FieldError(
+                "worker_timeout",
+                f"{self.worker_timeout!r} is out of range: expected a number of seconds >= 0.1",
+            )
+        for name in ("max_requests", "max_requests_jitter"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"{getattr(self, name)!r} is below 0: expected 0 or more")
+
+    def worker_count(self) -> int:
+        """How many workers ``workers`` asks for, ``"auto"`` resolved to the CPUs here."""
+        if self.workers == "auto":
+            from ..workers.master import cpu_count
+
+            return cpu_count()
+        assert isinstance(self.workers, int)  # checked when made
+        return self.workers
 
 
 class ServerSection(Options):

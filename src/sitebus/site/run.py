@@ -34,7 +34,7 @@ from .config import SiteConfig, check_imports, load
 if TYPE_CHECKING:
     from ..plugins.systemd import Systemd
 
-__all__ = ["check", "configure", "run", "start_report"]
+__all__ = ["check", "configure", "level_of", "run", "start_report"]
 
 # The plugin sections ``check`` names when the file has them, in this order.
 _CHECKED_SECTIONS = (
@@ -85,14 +85,21 @@ def configure(
     return config.replace(**changes) if changes else config
 
 
-def run(config: SiteConfig, *, log_level: str | None = None) -> int:
+def run(config: SiteConfig, *, log_level: str | None = None, overrides: Iterable[str] = ()) -> int:
     """Start the site ``config`` describes and block until it exits; return the exit status.
 
     The log is held back during the start: a start that fails shows only its
-    error (raised, for the caller to print), not the rollback's log.
+    error (raised, for the caller to print), not the rollback's log. With
+    ``[site] workers`` above 1 this process becomes the master of that many
+    workers (``sitebus.workers``), each of which loads the file again, with
+    the same ``overrides``.
     """
+    if config.site.worker_count() > 1:
+        from ..workers.run import run_master
+
+        return run_master(config, overrides, log_level=log_level)
     bus = site_bus(config)
-    logs, held = command_log(bus, _level(config, log_level), config.log)
+    logs, held = command_log(bus, level_of(config, log_level), config.log)
     site: Site | None = None
     systemd: Systemd | None = None
     try:
@@ -179,7 +186,7 @@ def _say_started(site: Site) -> None:
         site.bus.log(line)
 
 
-def _level(config: SiteConfig, log_level: str | None) -> int:
+def level_of(config: SiteConfig, log_level: str | None) -> int:
     if log_level is not None:
         return logging.getLevelNamesMapping()[log_level.upper()]
     if config.log is not None:
@@ -223,4 +230,6 @@ def check(config: SiteConfig) -> list[str]:
     ]
     plugins += [section.use for section in config.plugins]
     lines.append(f"plugins: {', '.join(plugins) or 'none'}")
+    if config.site.worker_count() > 1:
+        lines.append(f"workers: {config.site.worker_count()}, under a master")
     return lines
