@@ -521,6 +521,30 @@ def test_serve_refuses_a_name_systemd_would_not_take() -> None:
     assert "argument --name: 'a:b' holds ':'" in done.stderr, done.stderr
 
 
+def test_a_master_adopts_the_passed_socket_and_its_workers_serve_it(
+    spawn: Spawn, tmp_path: Path, receiver: socket.socket
+) -> None:
+    """``--workers 2`` under socket activation: the master adopts, the workers accept."""
+    with listening_socket() as sock:
+        serve = ["-m", "sitebus", "serve", "activation_app:app", "--bind", "127.0.0.1:1"]
+        child = activate(
+            spawn,
+            [sock],
+            [*serve, "--workers", "2"],
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+        )
+        wait_ready(receiver, child)
+        answers = {get(port_of(sock)) for _ in range(100)}
+        pids = {int(body.split()[1]) for _, body in answers}
+        assert {status for status, _ in answers} == {200}
+        assert child.pid not in pids and 1 <= len(pids) <= 2
+        assert get(port_of(sock), "/env") == (200, b""), "the workers never see LISTEN_*"
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0, child.output()
+        assert "by socket activation" in child.stderr()
+        still_queues(sock)
+
+
 def test_sockets_for_another_pid_are_left_and_the_site_binds_as_configured(
     spawn: Spawn, tmp_path: Path, receiver: socket.socket
 ) -> None:

@@ -636,3 +636,39 @@ def test_a_worker_whose_bus_is_wedged_falls_silent_and_is_replaced(
     killer.append(new)
     assert answering_pid(port) in {pids[1], new}
     stop(child, [pids[1], new])
+
+
+def wait_for_status(port: int, path: str, wanted: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while (status := get(port, path)[0]) != wanted:
+        assert time.monotonic() < deadline, f"{path} still answers {status}"
+        threading.Event().wait(0.02)  # polling the probe, as a load balancer does
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_with_health_the_workers_answer_503_on_readyz_while_the_master_drains(
+    spawn: Spawn, killer: list[int], tmp_path: Path, command: str
+) -> None:
+    """A stop: every worker's /readyz turns 503 and they keep serving for the drain delay."""
+    write_app(tmp_path, 1)
+    if command == "serve":
+        child, port, pids = master(spawn, tmp_path, "--drain-delay", "86400")
+    else:
+        (tmp_path / "site.toml").write_text(
+            '[site]\nworkers = 2\n\n[[server]]\nbind = "127.0.0.1:0"\n\n'
+            '[[app]]\nmount = "/"\nwsgi = "version_app:app"\n\n[health]\ndrain_delay = 86400\n'
+        )
+        args = [str(CHILDREN / "workers_reporting.py"), "run", "site.toml"]
+        child, port, pids = started(spawn(args, cwd=tmp_path))
+    killer += pids
+    assert {get(port, "/readyz") for _ in range(20)} == {(200, b"ready\n")}
+    assert get(port, "/healthz") == (200, b"live\n")
+    child.signal(signal.SIGINT)
+    until(child, "Draining for 86400 s")
+    for _ in range(20):  # both workers, whichever accepts: told to drain, still serving
+        wait_for_status(port, "/readyz", 503)
+        assert answering_pid(port) in pids
+        assert get(port, "/healthz")[0] == 200
+    child.signal(signal.SIGINT)  # Ctrl-C twice cuts the drain short
+    assert child.wait() == 1
+    wait_gone(pids)

@@ -421,10 +421,6 @@ def _serve(args: argparse.Namespace) -> int:
         return status
     if args.workers == 1 and (args.max_requests or args.max_requests_jitter):
         raise ConfigError("--max-requests recycles worker processes: it needs --workers above 1")
-    if args.workers > 1:
-        from .workers.serve import serve_workers
-
-        return serve_workers(args)
     health = None
     if args.health or args.drain_delay is not None:
         from .plugins.health import HealthOptions
@@ -432,6 +428,10 @@ def _serve(args: argparse.Namespace) -> int:
         health = HealthOptions()
         if args.drain_delay is not None:
             health = health.replace(drain_delay=args.drain_delay)
+    if args.workers > 1:
+        from .workers.serve import serve_workers
+
+        return serve_workers(args, health)
     drain = 0.0 if health is None else health.drain_delay
     # A stop may drain and then take the whole graceful timeout: named in the
     # log only past that, and the process ended (exit_timeout) only well after.

@@ -116,6 +116,7 @@ class Health(Plugin):
         self._clock = self.options.clock
         self._changed = threading.Condition(threading.Lock())
         self._started = False  # the last start finished: a stop drains
+        self._draining = False  # told to drain by a supervisor (a workers' master)
 
     def __repr__(self) -> str:
         return f"<Health live={self.options.live!r} ready={self.options.ready!r}>"
@@ -123,8 +124,17 @@ class Health(Plugin):
     # -- what the probes say ------------------------------------------------
 
     def ready(self) -> bool:
-        """Whether the site wants new traffic: the bus is STARTED (so not stopping)."""
-        return self.bus.state is State.STARTED
+        """Whether the site wants new traffic: STARTED (so not stopping), and not draining."""
+        return self.bus.state is State.STARTED and not self._draining
+
+    def begin_drain(self) -> None:
+        """Answer 503 on readiness from now on, until the next start; any thread.
+
+        For a supervisor that drains on this bus's behalf: a workers' master
+        tells each worker as it begins to stop, and waits the drain delay
+        itself, while the workers go on serving.
+        """
+        self._draining = True
 
     def live(self, wait: float = LIVE_WAIT) -> bool:
         """Whether the process serves and its main thread is free within ``wait`` seconds.
@@ -200,7 +210,7 @@ class Health(Plugin):
     def state(self, state: State) -> None:
         """Note whether the start finished, so that only a stop after a finished start drains."""
         if state is State.STARTING:
-            self._started = False
+            self._started = self._draining = False
         elif state is State.STARTED:
             self._started = True
 

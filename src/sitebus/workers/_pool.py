@@ -94,6 +94,7 @@ class Pool:
         self._restart_request = False
         self._resize_request = 0
         self._stop_request = False
+        self._drain_request = False
         self._holding = False
         self._failed_start: str | None = None  # set while starting, read by wait_started
         self._starting = True
@@ -132,6 +133,11 @@ class Pool:
     def request_resize(self, change: int) -> None:
         """One worker more (+1) or fewer (-1), never fewer than one; signal-safe."""
         self._resize_request += change
+        self._wakeup.ping()
+
+    def request_drain(self) -> None:
+        """Tell every worker that the site drains: readiness probes answer 503; signal-safe."""
+        self._drain_request = True
         self._wakeup.ping()
 
     def hold(self) -> None:
@@ -212,6 +218,12 @@ class Pool:
         return min(deadlines, default=now + _TICK)
 
     def _take_requests(self) -> None:
+        if self._drain_request:
+            self._drain_request = False
+            for worker in self._workers.values():
+                if worker.conn is not None and worker.state != "stopping":
+                    with contextlib.suppress(OSError):  # gone: reaped soon
+                        worker.conn.sendall(_protocol.DRAIN)
         if self._stop_request:
             self._rollout = False
             for worker in self._workers.values():

@@ -15,8 +15,10 @@ process ignores it (as ``LISTEN_PID`` does for systemd): a grandchild that
 merely inherited the environment must not take descriptors not its own.
 
 ``control`` is the worker's end of a socket pair. The worker writes one
-line per event; the master writes nothing, so the worker reads end-of-file
-exactly when the master is gone, however it died. The lines:
+line per event; the master writes one line only, ``drain``, as the site
+begins to stop (the worker's readiness probe answers 503 from then on while
+the master waits its drain delay), so the worker reads end-of-file exactly
+when the master is gone, however it died. The worker's lines:
 
 - ``ready``: the worker's bus is started, its servers accept;
 - ``beat REQUESTS RSS``: alive and responsive, with the requests served so
@@ -34,9 +36,10 @@ import json
 import os
 from typing import Any
 
-__all__ = ["ENV", "Message", "parse", "read_rss", "take_record"]
+__all__ = ["DRAIN", "ENV", "Message", "parse", "read_rss", "take_record"]
 
 ENV = "SITEBUS_WORKER"
+DRAIN = b"drain\n"
 
 
 class Message:

@@ -263,9 +263,15 @@ class Workers(Plugin):
 
     @priority(StartOrder.SERVERS)
     def state(self, state: State) -> None:
-        """Once started, say how many serve: after the systemd plugin's ``STATUS=started``."""
+        """Once started, say how many serve (after the systemd plugin's ``STATUS=started``).
+
+        As a stop begins, tell the workers to drain: their readiness probes
+        answer 503 while a ``Health`` plugin on this bus waits its drain delay.
+        """
         if state is State.STARTED and self.pool is not None:
             self._notify(f"STATUS={self.pool.serving()} of {self.pool.wanted} worker(s) serving")
+        elif state is State.STOPPING and self.pool is not None:
+            self.pool.request_drain()
 
     def _changed(self) -> None:
         pool = self.pool

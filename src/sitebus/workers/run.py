@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from .._startup import command_log, pause_collector, resume_collector, start_and_block
 from ..bus import Bus
 from ..plugins.autoreload import Autoreload
+from ..plugins.health import Health
+from ..servers._activation import under_systemd
 from ..servers.sockets import Sockets, SocketsOptions
 from ..site.assemble import assemble, process_plugins, site_bus, sockets_options
 from ..site.config import SiteConfig, check_imports
@@ -33,6 +35,10 @@ def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str |
     assert isinstance(bus, MasterBus)
     logs, held = command_log(bus, level_of(config, log_level), config.log)
     plugins = process_plugins(config, bus)  # SIGHUP: a restart, which a MasterBus rolls
+    if config.health is not None:
+        # Its stop waits the drain delay while the workers serve, their probes
+        # answering 503; the master serves no probe itself.
+        plugins.append(Health(bus, config.health))
     sockets = [Sockets(bus, sockets_options(section)) for section in config.servers]
     site = {
         "kind": "run",
@@ -56,7 +62,7 @@ def run_master(config: SiteConfig, overrides: Iterable[str], *, log_level: str |
     try:
         for plugin in subscribed:
             plugin.subscribe()
-        if os.environ.get("NOTIFY_SOCKET"):
+        if under_systemd():
             from ..plugins.systemd import Systemd
 
             systemd = Systemd(bus)
@@ -82,6 +88,9 @@ def run_worker(
     config = config.replace(
         signals=WORKER_SIGNALS, daemon=None, pidfile=None, privileges=None, autoreload=None
     )
+    if config.health is not None:
+        # The master drains; here the probes only answer, 503 once told to drain.
+        config = config.replace(health=config.health.replace(drain_delay=0.0))
     logs, held = command_log(bus, level_of(config, log_level), config.log)
     try:
         thresholds = pause_collector()
@@ -94,6 +103,8 @@ def run_worker(
         logs.subscribe()
         for server in site.servers:
             server.app = link.counted(server.app)
+        if site.health is not None:
+            link.on_drain = site.health.begin_drain
         site.subscribe()
         link.subscribe()
         try:

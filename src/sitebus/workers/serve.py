@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from .. import control
 from .._startup import command_log, start_and_block
 from ..plugins.signals import Signals
 from ..servers import Sockets, SocketsOptions
+from ..servers._activation import under_systemd
 from .master import MasterBus, Workers, WorkersOptions
+
+if TYPE_CHECKING:
+    from ..plugins.health import HealthOptions
 
 __all__ = ["serve_workers", "status_file"]
 
@@ -26,11 +31,15 @@ def status_file(pidfile: str | None) -> str | None:
     return None if pidfile is None else f"{pidfile}.workers"
 
 
-def serve_workers(args: argparse.Namespace) -> int:
-    """Run ``sitebus serve``'s master until it exits; return the exit status."""
+def serve_workers(args: argparse.Namespace, health: HealthOptions | None = None) -> int:
+    """Run ``sitebus serve``'s master until it exits; return the exit status.
+
+    With ``health``, the workers answer the probes and the master drains.
+    """
+    drain = 0.0 if health is None else health.drain_delay
     bus = MasterBus(
-        listener_timeout=args.graceful_timeout + 30.0,
-        exit_timeout=args.graceful_timeout + 60.0,
+        listener_timeout=max(drain, args.graceful_timeout) + 30.0,
+        exit_timeout=drain + args.graceful_timeout + 60.0,
     )
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
     logs, held = command_log(bus, level)
@@ -42,6 +51,7 @@ def serve_workers(args: argparse.Namespace) -> int:
                 binds=binds,
                 unix_mode=args.unix_mode,
                 backlog=args.backlog or SocketsOptions.backlog,
+                name=args.name or "",
             ),
         )
         site = {
@@ -54,6 +64,7 @@ def serve_workers(args: argparse.Namespace) -> int:
             "certfile": args.certfile and os.path.abspath(args.certfile),
             "keyfile": args.keyfile and os.path.abspath(args.keyfile),
             "log_level": args.log_level,
+            "health": None if health is None else {"live": health.live, "ready": health.ready},
         }
         options = WorkersOptions(
             workers=args.workers,
@@ -71,10 +82,14 @@ def serve_workers(args: argparse.Namespace) -> int:
         workers = Workers(bus, [sockets], site, options, autoreload=autoreload)
         sockets.subscribe()
         workers.subscribe()
+        if health is not None:
+            from ..plugins.health import Health
+
+            Health(bus, health).subscribe()  # its stop drains, the workers' probes say 503
         if autoreload is not None:
             autoreload.subscribe()
         control.subscribe_process_plugins(bus, daemonize=args.daemonize, pidfile=args.pidfile)
-        if os.environ.get("NOTIFY_SOCKET"):
+        if under_systemd():
             from ..plugins.systemd import Systemd
 
             Systemd(bus).subscribe()

@@ -14,7 +14,10 @@ started, a heartbeat that is sent only while the bus answers (a worker
 whose main thread is wedged in a transition, or whose interpreter is stuck
 holding the GIL, or that is stopped, falls silent and is killed by the
 master), the requests counted for ``max_requests`` and ``sitebus status``,
-and the master's death, seen as end-of-file, which stops the worker.
+the master's ``drain`` as the site begins to stop, which turns the worker's
+readiness probe to 503 (with ``--health`` or ``[health]``; the master waits
+the drain delay, the workers go on serving), and the master's death, seen as
+end-of-file, which stops the worker.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class MasterLink(Plugin):
         self._count_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._said_stopping = False
+        self._received = b""
+        self.on_drain: Callable[[], None] | None = None  # the master's "drain", in this thread
         self._thread = threading.Thread(target=self._run, name="sitebus-worker-link", daemon=True)
 
     def begin(self) -> None:
@@ -203,6 +208,11 @@ class MasterLink(Plugin):
                     self.bus.log("The master is gone: stopping", logging.WARNING)
                     self.bus.request_exit()
                     return
+                self._received += data
+                while b"\n" in self._received:
+                    line, _, self._received = self._received.partition(b"\n")
+                    if line + b"\n" == _protocol.DRAIN and self.on_drain is not None:
+                        self.on_drain()
                 continue
             # While started, beat only if no transition holds the bus: a worker
             # wedged there falls silent. Booting and stopping, the master keeps
@@ -301,8 +311,18 @@ def _serve(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: 
             certfile=site.get("certfile"),
             keyfile=site.get("keyfile"),
         )
+        plugins: list[Plugin] = [sockets, link]
+        health = site.get("health")
+        if health is not None:
+            from ..plugins.health import Health, HealthOptions
+
+            # The master drains; here the probes only answer, 503 once told to drain.
+            probes = Health(bus, HealthOptions(**health, drain_delay=0.0))
+            app = probes.asgi(app) if is_asgi(app) else probes.wsgi(app)
+            link.on_drain = probes.begin_drain
+            plugins.append(probes)
         server = engine(bus, link.counted(app), sockets, options)
-        return _block(bus, held, (sockets, server, link), handed)
+        return _block(bus, held, (*plugins, server), handed)
     finally:
         logs.unsubscribe()
 
