@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import control
+from ._argtypes import ranged
 from ._init import fork_init
 from ._startup import (
     Progress,
@@ -319,15 +320,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (names itself in the usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+_positive_int = ranged(int, 1, None, "a whole number of at least 1")
+_count = ranged(int, 0, None, "a whole number of at least 0")
+_backlog = ranged(int, 1, 65535, "a whole number from 1 to 65535")
+# A graceful timeout or a drain delay: 0 to a day.
+_seconds = ranged(
+    float, 0.0, GRACEFUL_TIMEOUT_MAX, f"a number of seconds from 0 to {GRACEFUL_TIMEOUT_MAX:g}"
+)
+_timeout = ranged(
+    float, 0.1, GRACEFUL_TIMEOUT_MAX, f"a number of seconds from 0.1 to {GRACEFUL_TIMEOUT_MAX:g}"
+)
+_worker_count = ranged(int, 1, 1024, 'a number from 1 to 1024, or "auto"')
 
 
 def _workers(text: str) -> int:
@@ -336,61 +339,7 @@ def _workers(text: str) -> int:
         from .workers.master import cpu_count
 
         return cpu_count()
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number from 1 to 1024, or "auto"')
-    return value
-
-
-def _count(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
-    return value
-
-
-def _timeout(text: str) -> float:
-    """argparse type: a timeout, 0.1 s to a day."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0.1 <= value <= GRACEFUL_TIMEOUT_MAX:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds from 0.1 to {GRACEFUL_TIMEOUT_MAX:g}"
-        )
-    return value
-
-
-def _backlog(text: str) -> int:
-    """argparse type: a listen queue length, 1 to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 65535")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """argparse type: a graceful timeout, 0 to a day."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= GRACEFUL_TIMEOUT_MAX:  # also refuses nan
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds from 0 to {GRACEFUL_TIMEOUT_MAX:g}"
-        )
-    return value
+    return _worker_count(text)
 
 
 def _descriptor_name(text: str) -> str:
@@ -403,17 +352,9 @@ def _descriptor_name(text: str) -> str:
     return text
 
 
-def _octal(text: str) -> int:
-    """argparse type: permission bits written in octal, 0 to 777, such as 660."""
-    try:
-        value = int(text, 8)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 0o777:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not octal permission bits from 0 to 777, such as 660"
-        )
-    return value
+_octal = ranged(
+    functools.partial(int, base=8), 0, 0o777, "octal permission bits from 0 to 777, such as 660"
+)
 
 
 def _serve(args: argparse.Namespace) -> int:

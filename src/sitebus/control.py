@@ -42,6 +42,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from ._argtypes import ranged
 from ._options import MAX_SECONDS
 from .errors import ProcessError
 
@@ -79,7 +80,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     stop.add_argument(
         "--timeout",
-        type=_seconds,
+        type=ranged(float, 0.0, MAX_SECONDS, "a number of seconds from 0 to 1e8"),
         default=STOP_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for the site to exit (default {STOP_TIMEOUT:g})",
@@ -150,17 +151,6 @@ def _command(
         "--pidfile", required=True, metavar="PATH", help="the PID file the site was started with"
     )
     return parser
-
-
-def _seconds(text: str) -> float:
-    """argparse type: a timeout in seconds, 0 to 1e8."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= MAX_SECONDS:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 1e8")
-    return value
 
 
 def _status(args: argparse.Namespace) -> int:
