@@ -672,3 +672,16 @@ def test_with_health_the_workers_answer_503_on_readyz_while_the_master_drains(
     child.signal(signal.SIGINT)  # Ctrl-C twice cuts the drain short
     assert child.wait() == 1
     wait_gone(pids)
+
+
+def test_health_probes_do_not_count_toward_max_requests(
+    spawn: Spawn, killer: list[int], tmp_path: Path
+) -> None:
+    """A balancer probing every few seconds must not recycle the workers."""
+    child, port, pids = master(spawn, tmp_path, "--health", "--max-requests", "3")
+    killer += pids
+    for _ in range(20):
+        assert get(port, "/readyz")[0] == 200
+        assert get(port, "/healthz")[0] == 200
+    stop(child, pids)
+    assert "max_requests" not in child.output()

@@ -101,10 +101,12 @@ def run_worker(
         # Again, now that the apps are imported (see site.run: Django's dictConfig).
         logs.unsubscribe()
         logs.subscribe()
+        probes = site.health
+        uncounted = () if probes is None else (probes.options.live, probes.options.ready)
         for server in site.servers:
-            server.app = link.counted(server.app)
-        if site.health is not None:
-            link.on_drain = site.health.begin_drain
+            server.app = link.counted(server.app, uncounted)
+        if probes is not None:
+            link.on_drain = probes.begin_drain
         site.subscribe()
         link.subscribe()
         try:

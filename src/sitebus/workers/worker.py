@@ -140,20 +140,27 @@ class MasterLink(Plugin):
             self._said_stopping = True
             self._send(_protocol.Message("stopping"))
 
-    def counted(self, app: Callable[..., Any]) -> Callable[..., Any]:
-        """``app`` counting its requests (WSGI calls, ASGI http and websocket scopes)."""
+    def counted(self, app: Callable[..., Any], uncounted: Iterable[str] = ()) -> Callable[..., Any]:
+        """``app`` counting its requests (WSGI calls, ASGI http and websocket scopes).
+
+        Requests for the ``uncounted`` paths (the health probes, which a
+        balancer sends every few seconds) count neither for ``max_requests``
+        nor in the status.
+        """
         served = self._served
+        skipped = frozenset(uncounted)
         if is_asgi(app):
 
             async def counted_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-                if scope["type"] != "lifespan":
+                if scope["type"] != "lifespan" and scope.get("path") not in skipped:
                     served()
                 await app(scope, receive, send)
 
             return counted_asgi
 
         def counted_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            served()
+            if environ.get("PATH_INFO") not in skipped:
+                served()
             return app(environ, start_response)
 
         return counted_wsgi
@@ -321,7 +328,10 @@ def _serve(bus: Bus, site: dict[str, Any], handed: list[tuple[str, int]], link: 
             app = probes.asgi(app) if is_asgi(app) else probes.wsgi(app)
             link.on_drain = probes.begin_drain
             plugins.append(probes)
-        server = engine(bus, link.counted(app), sockets, options)
+            app = link.counted(app, uncounted=(probes.options.live, probes.options.ready))
+        else:
+            app = link.counted(app)
+        server = engine(bus, app, sockets, options)
         return _block(bus, held, (*plugins, server), handed)
     finally:
         logs.unsubscribe()
