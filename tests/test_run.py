@@ -449,7 +449,7 @@ def test_ctrl_c_twice_during_a_slow_start_exits_130_in_one_line(
     """The second Ctrl-C aborts the start: it rolls back and prints one line, status 130."""
     app = '[[app]]\nmount = "/"\nasgi = "hello_app:slow_startup"\n'
     site = write_site(tmp_path, '[[server]]\nbind = "127.0.0.1:0"\n\n' + app)
-    child = spawn([str(RUN_SITES / "run_ctrl_c.py"), str(site)], cwd=TESTS / "children")
+    child = spawn([str(TESTS / "children" / "ctrl_c.py"), "run", str(site)], cwd=TESTS / "children")
     child.expect("lifespan startup")
     child.signal(signal.SIGINT)
     child.expect("interrupt")

@@ -413,7 +413,7 @@ def test_an_address_it_does_not_accept_is_one_line(spec: str) -> None:
 def test_ctrl_c_twice_during_a_slow_asgi_lifespan_start_is_one_line(spawn: Spawn) -> None:
     """The second Ctrl-C aborts the start: it rolls back and prints one line, no traceback."""
     args = ["hello_app:slow_startup", "--bind", "127.0.0.1:0", "--engine", "uvicorn"]
-    child = spawn([str(CHILDREN / "serve_ctrl_c.py"), *args], cwd=CHILDREN)
+    child = spawn([str(CHILDREN / "ctrl_c.py"), "serve", *args], cwd=CHILDREN)
     child.expect("lifespan startup")
     child.signal(signal.SIGINT)
     child.expect("interrupt")

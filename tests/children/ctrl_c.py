@@ -1,4 +1,6 @@
-"""``sitebus serve`` that reports each SIGINT its handler takes, and its exit status.
+"""``sitebus serve`` or ``run`` that reports each SIGINT its handler takes, and its exit status.
+
+Run as ``ctrl_c.py serve|run <arguments>``.
 
 The test sends a second Ctrl-C only once the first was taken: two signals
 sent back to back may be delivered as one.
@@ -24,6 +26,6 @@ def _reporting_interrupt(self: Signals, signum: int, frame: FrameType | None) ->
 
 if __name__ == "__main__":
     Signals._interrupt = _reporting_interrupt  # type: ignore[method-assign]  # observe, not change
-    status = main(["serve", *sys.argv[1:]])
+    status = main(sys.argv[1:])
     report(f"exited {status}")
     sys.exit(status)
