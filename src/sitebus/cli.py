@@ -59,7 +59,7 @@ from .servers.base import ENGINES, GRACEFUL_TIMEOUT_MAX, ServerOptions, is_asgi,
 if TYPE_CHECKING:
     from .plugins.health import HealthOptions
 
-__all__ = ["load_app", "main", "report_errors"]
+__all__ = ["load_app", "main", "report_errors", "serve_bus", "serve_sockets"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -373,13 +373,7 @@ def _serve(args: argparse.Namespace) -> int:
         from .workers.serve import serve_workers
 
         return serve_workers(args, health)
-    drain = 0.0 if health is None else health.drain_delay
-    # A stop may drain and then take the whole graceful timeout: named in the
-    # log only past that, and the process ended (exit_timeout) only well after.
-    bus = Bus(
-        listener_timeout=max(drain, args.graceful_timeout) + 30.0,
-        exit_timeout=drain + args.graceful_timeout + 60.0,
-    )
+    bus = serve_bus(args, health)
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
     logs, stderr = command_log(bus, level)
     progress = _Progress(args)
@@ -388,6 +382,34 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         progress.cancel()
         logs.unsubscribe()
+
+
+def serve_bus(
+    args: argparse.Namespace, health: HealthOptions | None, bus_class: type[Bus] = Bus
+) -> Bus:
+    """The bus of ``sitebus serve`` (or of its workers' master, a ``bus_class``).
+
+    A stop may drain and then take the whole graceful timeout: named in the
+    log only past that, and the process ended (exit_timeout) only well after.
+    """
+    drain = 0.0 if health is None else health.drain_delay
+    return bus_class(
+        listener_timeout=max(drain, args.graceful_timeout) + 30.0,
+        exit_timeout=drain + args.graceful_timeout + 60.0,
+    )
+
+
+def serve_sockets(bus: Bus, args: argparse.Namespace) -> Sockets:
+    """The ``Sockets`` plugin of ``sitebus serve``'s options."""
+    return Sockets(
+        bus,
+        SocketsOptions(
+            binds=tuple(args.bind or ["127.0.0.1:8080"]),
+            unix_mode=args.unix_mode,
+            backlog=args.backlog or SocketsOptions.backlog,
+            name=args.name or "",
+        ),
+    )
 
 
 class _Progress:
@@ -445,15 +467,7 @@ def _serve_on(
             f"--threads does not apply to the {engine.engine} engine, "
             "which serves each connection in a thread of its own"
         )
-    sockets = Sockets(
-        bus,
-        SocketsOptions(
-            binds=tuple(args.bind or ["127.0.0.1:8080"]),
-            unix_mode=args.unix_mode,
-            backlog=args.backlog or SocketsOptions.backlog,
-            name=args.name or "",
-        ),
-    )
+    sockets = serve_sockets(bus, args)
     options = ServerOptions(
         graceful_timeout=args.graceful_timeout,
         threads=args.threads or ServerOptions.threads,

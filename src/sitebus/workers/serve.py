@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from .. import control
 from .._startup import command_log, start_and_block
+from ..cli import serve_bus, serve_sockets
 from ..plugins.signals import Signals
-from ..servers import Sockets, SocketsOptions
 from ..servers._activation import under_systemd
 from .master import MasterBus, Workers, WorkersOptions
 
@@ -36,29 +36,17 @@ def serve_workers(args: argparse.Namespace, health: HealthOptions | None = None)
 
     With ``health``, the workers answer the probes and the master drains.
     """
-    drain = 0.0 if health is None else health.drain_delay
-    bus = MasterBus(
-        listener_timeout=max(drain, args.graceful_timeout) + 30.0,
-        exit_timeout=drain + args.graceful_timeout + 60.0,
-    )
+    bus = serve_bus(args, health, MasterBus)
+    assert isinstance(bus, MasterBus)
     level = logging.getLevelNamesMapping()[args.log_level.upper()]
     logs, held = command_log(bus, level)
-    binds = tuple(args.bind or ["127.0.0.1:8080"])
     try:
-        sockets = Sockets(
-            bus,
-            SocketsOptions(
-                binds=binds,
-                unix_mode=args.unix_mode,
-                backlog=args.backlog or SocketsOptions.backlog,
-                name=args.name or "",
-            ),
-        )
+        sockets = serve_sockets(bus, args)
         site = {
             "kind": "serve",
             "app": args.app,
             "engine": args.engine,
-            "binds": list(binds),
+            "binds": list(sockets.options.binds),
             "threads": args.threads,
             "graceful_timeout": args.graceful_timeout,
             "certfile": args.certfile and os.path.abspath(args.certfile),
